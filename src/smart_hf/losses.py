@@ -1,0 +1,123 @@
+"""Adversarial losses and the R1 penalty as small composable pieces, assembled by `GANLoss`.
+
+In the spirit of StyleGAN2-ADA's `loss.py`: training alternates explicit phases — the generator phase
+(adversarial term + lazy SMaRt) and the discriminator phase (adversarial term + lazy R1) — and each
+regularizer decides from the step count whether it runs.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from smart_hf.smart import SmartRegularizer
+
+ADVERSARIAL_LOSSES = ("non_saturating", "hinge", "lsgan")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ADVERSARIAL_LOSSES:
+        raise ValueError(f"Unknown adversarial loss {kind!r}; choose one of {ADVERSARIAL_LOSSES}.")
+
+
+def generator_adversarial_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator side: non-saturating softplus(−D(G(z))), hinge −D(G(z)), or LSGAN ½(D(G(z)) − 1)²."""
+    _check_kind(kind)
+    fake_logits = fake_logits.float()
+    if kind == "non_saturating":
+        return F.softplus(-fake_logits).mean()
+    if kind == "hinge":
+        return -fake_logits.mean()
+    return 0.5 * (fake_logits - 1).pow(2).mean()
+
+
+def discriminator_adversarial_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator side of the same three losses (LSGAN with targets 1 for real and 0 for fake)."""
+    _check_kind(kind)
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    if kind == "non_saturating":
+        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    return 0.5 * (real_logits - 1).pow(2).mean() + 0.5 * fake_logits.pow(2).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Tensor:
+    """E ||∇_x D(x)||² on real data (Mescheder et al., 2018). `real_inputs` must require grad."""
+    (gradients,) = torch.autograd.grad(real_logits.sum(), real_inputs, create_graph=True)
+    return gradients.float().pow(2).reshape(gradients.shape[0], -1).sum(1).mean()
+
+
+@dataclass
+class LossTerms:
+    """The total to backpropagate and the detached terms to log."""
+
+    total: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class GANLoss:
+    """Adversarial loss + lazy R1 for D, adversarial loss + lazy SMaRt for G.
+
+    `generator(latents, class_labels)` and `discriminator(x, class_labels)` are called with class labels only
+    when they are given. R1 is lazily applied every `r1_interval` discriminator steps and then multiplied by the
+    interval (StyleGAN2), so gamma means the same whatever the interval.
+    """
+
+    def __init__(
+        self,
+        generator: Callable[..., torch.Tensor],
+        discriminator: Callable[..., torch.Tensor],
+        adversarial_loss: str = "non_saturating",
+        r1_gamma: float = 0.0,
+        r1_interval: int = 16,
+        smart: SmartRegularizer | None = None,
+    ):
+        _check_kind(adversarial_loss)
+        if r1_gamma < 0:
+            raise ValueError(f"r1_gamma must be >= 0, got {r1_gamma}.")
+        if r1_interval < 1:
+            raise ValueError(f"r1_interval must be >= 1, got {r1_interval}.")
+        self.generator, self.discriminator = generator, discriminator
+        self.adversarial_loss = adversarial_loss
+        self.r1_gamma, self.r1_interval = r1_gamma, r1_interval
+        self.smart = smart
+
+    def _run_generator(self, latents: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        return self.generator(latents) if class_labels is None else self.generator(latents, class_labels)
+
+    def _run_discriminator(self, x: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        return self.discriminator(x) if class_labels is None else self.discriminator(x, class_labels)
+
+    def generator_phase(
+        self, latents: torch.Tensor, step: int, class_labels: torch.Tensor | None = None
+    ) -> LossTerms:
+        fake = self._run_generator(latents, class_labels)
+        adversarial = generator_adversarial_loss(self.adversarial_loss, self._run_discriminator(fake, class_labels))
+        logs = {"loss_G": adversarial.item()}
+        total = adversarial
+        if self.smart is not None and self.smart.is_active(step):
+            smart = self.smart(fake, step, class_labels)
+            total = total + smart.loss
+            logs["loss_smart"] = smart.score_matching_loss.item()
+            logs["smart_weight"] = self.smart.weight_at(step)
+        return LossTerms(total, logs)
+
+    def discriminator_phase(
+        self, real: torch.Tensor, latents: torch.Tensor, step: int, class_labels: torch.Tensor | None = None
+    ) -> LossTerms:
+        with torch.no_grad():
+            fake = self._run_generator(latents, class_labels)
+        apply_r1 = self.r1_gamma > 0 and step % self.r1_interval == 0
+        real = real.detach().requires_grad_(apply_r1)
+        real_logits = self._run_discriminator(real, class_labels)
+        fake_logits = self._run_discriminator(fake, class_labels)
+        adversarial = discriminator_adversarial_loss(self.adversarial_loss, real_logits, fake_logits)
+        logs = {"loss_D": adversarial.item(), "D_real_sign": real_logits.detach().sign().mean().item()}
+        total = adversarial
+        if apply_r1:
+            penalty = r1_penalty(real_logits, real)
+            total = total + 0.5 * self.r1_gamma * self.r1_interval * penalty
+            logs["r1_penalty"] = penalty.item()
+        return LossTerms(total, logs)

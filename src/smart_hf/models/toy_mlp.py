@@ -1,0 +1,83 @@
+"""MLP generator, discriminator and noise-prediction network for low-dimensional (toy 2-D) data.
+
+Self-contained (only torch and diffusers imports) so the file can travel to the Hub beside its weights.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+
+def _mlp(in_dim: int, hidden_dim: int, num_layers: int, out_dim: int, activation: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(num_layers):
+        layers += [nn.Linear(dim, hidden_dim), activation()]
+        dim = hidden_dim
+    layers.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class ToyGenerator(ModelMixin, ConfigMixin):
+    """Maps a standard-normal latent to a point in `data_dim` dimensions."""
+
+    @register_to_config
+    def __init__(self, latent_dim: int = 8, data_dim: int = 2, hidden_dim: int = 256, num_layers: int = 3):
+        super().__init__()
+        self.net = _mlp(latent_dim, hidden_dim, num_layers, data_dim, nn.ReLU)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.net(latents)
+
+
+class ToyDiscriminator(ModelMixin, ConfigMixin):
+    """Returns one real/fake logit per point."""
+
+    @register_to_config
+    def __init__(self, data_dim: int = 2, hidden_dim: int = 256, num_layers: int = 3):
+        super().__init__()
+        self.net = _mlp(data_dim, hidden_dim, num_layers, 1, lambda: nn.LeakyReLU(0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+@dataclass
+class NoisePredictionOutput(BaseOutput):
+    """Predicted noise, named like `UNet2DOutput` so callers treat both models alike."""
+
+    sample: torch.Tensor
+
+
+class MLPNoisePredictor(ModelMixin, ConfigMixin):
+    """eps_hat(x_t, t): an MLP on the noisy point and a sinusoidal embedding of the integer timestep."""
+
+    @register_to_config
+    def __init__(self, data_dim: int = 2, hidden_dim: int = 256, num_layers: int = 4, time_embed_dim: int = 64):
+        super().__init__()
+        self.time_mlp = nn.Sequential(nn.Linear(time_embed_dim, hidden_dim), nn.SiLU())
+        self.input_proj = nn.Linear(data_dim, hidden_dim)
+        self.blocks = nn.ModuleList(nn.Linear(hidden_dim, hidden_dim) for _ in range(num_layers))
+        self.output_proj = nn.Linear(hidden_dim, data_dim)
+
+    def _embed_timesteps(self, timesteps: torch.Tensor) -> torch.Tensor:
+        half = self.config.time_embed_dim // 2
+        frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, device=timesteps.device) / half)
+        angles = timesteps.float()[:, None] * frequencies[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor | int, return_dict: bool = True
+    ) -> NoisePredictionOutput | tuple[torch.Tensor]:
+        timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(sample.shape[0])
+        time_features = self.time_mlp(self._embed_timesteps(timesteps).to(sample.dtype))
+        h = self.input_proj(sample)
+        for block in self.blocks:
+            h = h + block(nn.functional.silu(h + time_features))
+        eps = self.output_proj(nn.functional.silu(h))
+        return NoisePredictionOutput(sample=eps) if return_dict else (eps,)

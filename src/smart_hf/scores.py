@@ -1,0 +1,207 @@
+"""Score functions: frozen noise predictors eps_hat(x_t, t, c) on a variance-preserving (VP) schedule.
+
+Every score function answers one question, "what noise was added to get x_t at step t?", and carries the
+schedule alphā_t it was trained on, so x_t = sqrt(alphā_t)·x0 + sqrt(1 − alphā_t)·eps and
+score(x_t) = −eps_hat / sqrt(1 − alphā_t).
+"""
+
+import json
+import os
+from collections.abc import Sequence
+
+import torch
+from diffusers import DDPMScheduler
+from torch import nn
+
+
+def default_alphas_cumprod(num_train_timesteps: int = 1000) -> torch.Tensor:
+    """alphā_t of the DDPM linear schedule (beta 1e-4 → 2e-2), the schedule of `google/ddpm-cifar10-32`."""
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear").alphas_cumprod.clone()
+
+
+class ScoreFunction(nn.Module):
+    """Interface of a frozen noise predictor.
+
+    Subclasses implement `predict_noise`. `sample_shape` is the shape of one clean sample the score was
+    trained on (e.g. `(2,)` or `(3, 32, 32)`); `num_classes` is `None` for unconditional scores.
+    """
+
+    def __init__(self, alphas_cumprod: torch.Tensor, sample_shape: Sequence[int], num_classes: int | None = None):
+        super().__init__()
+        self.register_buffer("alphas_cumprod", alphas_cumprod.detach().float().clone(), persistent=False)
+        self.sample_shape = tuple(sample_shape)
+        self.num_classes = num_classes
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return self.alphas_cumprod.shape[0]
+
+    def signal_and_noise_scales(self, timesteps: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a_t, s_t) = (sqrt(alphā_t), sqrt(1 − alphā_t)), shaped to broadcast against an `ndim` batch."""
+        alpha_bar = self.alphas_cumprod.to(timesteps.device)[timesteps].reshape(-1, *([1] * (ndim - 1)))
+        return alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        a_t, s_t = self.signal_and_noise_scales(timesteps, x0.ndim)
+        return a_t.to(x0.dtype) * x0 + s_t.to(x0.dtype) * noise
+
+    def check_compatible(self, sample_shape: Sequence[int], num_classes: int | None = None) -> None:
+        """Raise a `ValueError` that says what to change when a generator cannot be scored by this function."""
+        sample_shape = tuple(sample_shape)
+        if sample_shape != self.sample_shape:
+            raise ValueError(
+                f"The generator makes samples of shape {sample_shape} but the score model expects {self.sample_shape}. "
+                f"Configure the generator to output {self.sample_shape} (channels, resolution), or use a score model "
+                f"trained on {sample_shape} data."
+            )
+        if num_classes is not None and self.num_classes is not None and num_classes != self.num_classes:
+            raise ValueError(
+                f"The generator has {num_classes} classes but the score model has {self.num_classes}; "
+                "they must use the same label set."
+            )
+
+    def check_timestep_range(self, t_min: int, t_max: int) -> None:
+        if not 0 <= t_min <= t_max < self.num_train_timesteps:
+            raise ValueError(
+                f"Timestep range [{t_min}, {t_max}] is outside the score model's schedule; "
+                f"choose 0 <= t_min <= t_max <= {self.num_train_timesteps - 1}."
+            )
+
+    def predict_noise(
+        self, x_t: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, x_t: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.predict_noise(x_t, timesteps, class_labels)
+
+
+class GaussianMixtureScore(ScoreFunction):
+    """The exact noise prediction of an isotropic Gaussian mixture diffused under a VP schedule.
+
+    Diffusing sum_k w_k N(mu_k, std²·I) to step t gives sum_k w_k N(a_t·mu_k, (a_t²·std² + s_t²)·I), whose score is
+    a responsibility-weighted sum of the components' scores; eps_hat = −s_t·score is therefore exact.
+    """
+
+    def __init__(
+        self,
+        means: torch.Tensor,
+        std: float,
+        weights: torch.Tensor | None = None,
+        alphas_cumprod: torch.Tensor | None = None,
+    ):
+        means = torch.as_tensor(means, dtype=torch.float32)
+        if means.ndim != 2:
+            raise ValueError(f"`means` must have shape (num_components, dim), got {tuple(means.shape)}.")
+        if std < 0:
+            raise ValueError(f"`std` must be >= 0, got {std}.")
+        super().__init__(
+            default_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod, sample_shape=(means.shape[1],)
+        )
+        weights = torch.full((means.shape[0],), 1.0 / means.shape[0]) if weights is None else torch.as_tensor(weights)
+        self.register_buffer("means", means)
+        self.register_buffer("log_weights", torch.log(weights.float() / weights.sum()))
+        self.std = float(std)
+
+    def predict_noise(
+        self, x_t: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        a_t, s_t = self.signal_and_noise_scales(timesteps, 2)  # (B, 1) each
+        variance = a_t**2 * self.std**2 + s_t**2  # (B, 1)
+        offsets = x_t[:, None, :] - a_t[:, :, None] * self.means[None]  # (B, K, D)
+        log_resp = self.log_weights[None] - offsets.pow(2).sum(-1) / (2 * variance)  # (B, K)
+        responsibilities = torch.softmax(log_resp, dim=-1)
+        score = -(responsibilities[..., None] * offsets).sum(1) / variance
+        return -s_t * score
+
+
+class ModelScore(ScoreFunction):
+    """A diffusers noise-prediction model (`UNet2DModel`, `MLPNoisePredictor`, ...) plus its `DDPMScheduler`.
+
+    The model is frozen: eval mode, no parameter gradients. Gradients still flow through it to its input, which
+    is what SMaRt's full form needs. `sample` and `v_prediction` models are converted to eps_hat.
+    """
+
+    def __init__(self, model: nn.Module, scheduler: DDPMScheduler, sample_shape: Sequence[int]):
+        super().__init__(scheduler.alphas_cumprod, sample_shape, getattr(model.config, "num_class_embeds", None))
+        self.prediction_type = scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(
+                f"Unsupported prediction_type {self.prediction_type!r}; use 'epsilon', 'v_prediction' or 'sample'."
+            )
+        self.model = model.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ModelScore":
+        """The wrapped model stays in eval mode whatever the caller asks (no dropout, frozen norms)."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def predict_noise(
+        self, x_t: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        kwargs = {} if class_labels is None else {"class_labels": class_labels}
+        output = self.model(x_t, timesteps, **kwargs).sample
+        if self.prediction_type == "epsilon":
+            return output
+        a_t, s_t = self.signal_and_noise_scales(timesteps, x_t.ndim)
+        if self.prediction_type == "v_prediction":  # v = a·eps − s·x0  ⇒  eps = a·v + s·x_t
+            return a_t * output + s_t * x_t
+        return (x_t - a_t * output) / s_t  # output is x0
+
+
+def _model_class(class_name: str) -> type[nn.Module]:
+    import diffusers
+
+    from smart_hf.models import toy_mlp
+
+    model_class = getattr(toy_mlp, class_name, None) or getattr(diffusers, class_name, None)
+    if model_class is None:
+        raise ValueError(f"Unknown score model class {class_name!r} in config.json.")
+    return model_class
+
+
+def _find_model_subfolder(pretrained_path: str) -> str | None:
+    for subfolder in ("unet", "score_model"):
+        if os.path.isfile(os.path.join(pretrained_path, subfolder, "config.json")):
+            return subfolder
+    if os.path.isfile(os.path.join(pretrained_path, "config.json")):
+        return None
+    raise ValueError(
+        f"No score model found in {pretrained_path!r}: expected a DDPMPipeline folder (unet/ and scheduler/), "
+        "a folder with score_model/ and scheduler/, or a bare model folder with config.json."
+    )
+
+
+def load_score_model(pretrained_model_name_or_path: str, torch_dtype: torch.dtype = torch.float32) -> ModelScore:
+    """Load a frozen `ModelScore` from a local folder or a Hub id (a `DDPMPipeline` repository)."""
+    if os.path.isdir(pretrained_model_name_or_path):
+        subfolder = _find_model_subfolder(pretrained_model_name_or_path)
+        root = pretrained_model_name_or_path
+        scheduler_subfolder = "scheduler" if os.path.isdir(os.path.join(root, "scheduler")) else None
+        with open(os.path.join(root, subfolder or "", "config.json")) as f:
+            class_name = json.load(f)["_class_name"]
+    elif os.path.exists(pretrained_model_name_or_path) or pretrained_model_name_or_path.count("/") != 1:
+        raise ValueError(
+            f"Score model {pretrained_model_name_or_path!r} is neither a folder nor a Hub id like 'google/ddpm-cifar10-32'."
+        )
+    else:
+        subfolder, scheduler_subfolder, class_name = "unet", "scheduler", "UNet2DModel"
+    model = _model_class(class_name).from_pretrained(
+        pretrained_model_name_or_path, subfolder=subfolder, torch_dtype=torch_dtype
+    )
+    if scheduler_subfolder is None and not os.path.isfile(
+        os.path.join(pretrained_model_name_or_path, "scheduler_config.json")
+    ):
+        scheduler = DDPMScheduler()
+    else:
+        scheduler = DDPMScheduler.from_pretrained(pretrained_model_name_or_path, subfolder=scheduler_subfolder)
+    if hasattr(model.config, "sample_size"):
+        size = model.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        sample_shape: tuple[int, ...] = (model.config.in_channels, *size)
+    else:
+        sample_shape = (model.config.data_dim,)
+    return ModelScore(model, scheduler, sample_shape)
