@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from smart_hf.models.toy_mlp import MLPNoisePredictor
+from smart_hf.scores import GaussianMixtureScore, ModelScore
+from smart_hf.smart import SmartRegularizer
+
+# A one-step schedule with a_t = 0.8, s_t = 0.6 keeps hand computations short.
+ONE_STEP_SCHEDULE = torch.tensor([0.64])
+
+
+def point_mass_score(center):
+    """Exact score of a point mass: eps_hat(x_t) = (x_t − a·center) / s, linear in x_t."""
+    return GaussianMixtureScore(torch.tensor([center]), std=0.0, alphas_cumprod=ONE_STEP_SCHEDULE)
+
+
+def regularizer(score, **kwargs):
+    return SmartRegularizer(score, **{"weight": 0.1, "t_min": 0, "t_max": 0, "interval": 1, **kwargs})
+
+
+def test_loss_equals_hand_computed_value():
+    # eps_hat − eps = a·(x0 − center)/s whatever the noise, so the loss is lambda·mean((a/s)²·(x0 − c)²).
+    smart = regularizer(point_mass_score([0.0, 0.0]))
+    x0 = torch.tensor([[1.0, 2.0]])
+    expected = 0.1 * (0.8 / 0.6) ** 2 * (1.0 + 4.0) / 2
+    assert smart(x0, step=0).loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_matches_closed_form_expectation_for_a_gaussian():
+    # For data N(mu, std²) and x0 fixed: E||eps_hat − eps||² = (s·a/v)²(x0 − mu)² + (a²·std²/v)², v = a²std² + s².
+    std, x0 = 0.5, 1.5
+    score = GaussianMixtureScore(torch.tensor([[0.0]]), std=std, alphas_cumprod=ONE_STEP_SCHEDULE)
+    smart = regularizer(score, weight=1.0)
+    a, s = 0.8, 0.6
+    v = a**2 * std**2 + s**2
+    expected = (s * a / v) ** 2 * x0**2 + (a**2 * std**2 / v) ** 2
+    samples = torch.full((200_000, 1), x0)
+    measured = smart(samples, step=0, generator=torch.Generator().manual_seed(0)).loss.item()
+    assert measured == pytest.approx(expected, rel=0.01)
+
+
+def test_generator_gets_gradients_and_the_score_model_none():
+    score = ModelScore(MLPNoisePredictor(hidden_dim=32, num_layers=2), __import__("diffusers").DDPMScheduler(), (2,))
+    before = [p.clone() for p in score.parameters()]
+    generator = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(list(generator.parameters()) + list(score.parameters()), lr=0.1)
+    smart = SmartRegularizer(score, weight=1.0, interval=1)
+    smart(generator(torch.randn(8, 4)), step=0).loss.backward()
+    optimizer.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
+    assert all(p.grad is None for p in score.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, score.parameters(), strict=True))
+
+
+def test_sds_gradient_equals_full_gradient_for_a_linear_score():
+    score = point_mass_score([0.3, -0.2])
+    x0 = torch.randn(16, 2)
+    gradients = {}
+    for mode in ("full", "sds"):
+        x = x0.clone().requires_grad_(True)
+        smart = regularizer(score, gradient_mode=mode)
+        smart(x, step=0, generator=torch.Generator().manual_seed(1)).loss.backward()
+        gradients[mode] = x.grad
+    torch.testing.assert_close(gradients["sds"], gradients["full"])
+    assert gradients["full"].abs().sum() > 0
+
+
+def test_zero_loss_is_reached_at_the_analytic_optimum_in_1d():
+    score = GaussianMixtureScore(torch.tensor([[0.7]]), std=0.0, alphas_cumprod=ONE_STEP_SCHEDULE)
+    smart = regularizer(score, weight=1.0)
+    theta = torch.zeros(1, requires_grad=True)  # a "generator" that outputs one learnable point
+    optimizer = torch.optim.SGD([theta], lr=0.1)
+    for step in range(200):
+        optimizer.zero_grad()
+        smart(theta.expand(32, 1), step=step).loss.backward()
+        optimizer.step()
+    assert theta.item() == pytest.approx(0.7, abs=1e-4)
+    assert smart(torch.full((32, 1), 0.7), step=0).loss.item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_lazy_interval_and_warmup_schedule():
+    smart = SmartRegularizer(point_mass_score([0.0, 0.0]), weight=0.2, t_min=0, t_max=0, interval=4,
+                             warmup_start=100, warmup_steps=200)
+    assert smart.weight_at(50) == 0.0 and not smart.is_active(52)
+    assert smart.weight_at(200) == pytest.approx(0.1)
+    assert smart.weight_at(10_000) == pytest.approx(0.2)
+    assert smart.is_active(400) and not smart.is_active(401)
+    assert smart(torch.ones(2, 2), step=401).loss.item() == 0.0
+
+
+def test_scale_by_interval_multiplies_the_active_term():
+    score = point_mass_score([0.0, 0.0])
+    x = torch.ones(2, 2)
+    plain = SmartRegularizer(score, weight=0.1, t_min=0, t_max=0, interval=8)(x, step=0).loss
+    scaled = SmartRegularizer(score, weight=0.1, t_min=0, t_max=0, interval=8, scale_by_interval=True)(x, step=0).loss
+    assert scaled.item() == pytest.approx(8 * plain.item())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"weight": -1.0}, "must be >= 0"),
+        ({"interval": 0}, "interval must be >= 1"),
+        ({"t_min": 10, "t_max": 2000}, "outside the score model's schedule"),
+        ({"gradient_mode": "exact"}, "Unknown SMaRt gradient mode"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SmartRegularizer(GaussianMixtureScore(torch.zeros(1, 2), std=0.1), **kwargs)
