@@ -1,0 +1,1 @@
+"""One-step generation with a GAN generator trained with SMaRt."""

@@ -1,0 +1,219 @@
+"""`smart-hf`: the command line of smart_hf.
+
+    smart-hf generate <export folder, generator folder or Hub id> --num-images 16 --seed 0 --out grid.png
+    smart-hf export <training output or generator folder> --out <export folder>
+    smart-hf push <export folder> --repo-id <user/name>
+
+Each subcommand is a `Command` in `COMMANDS`: a name, a one-line help, a function that adds its arguments and
+a function that runs it. Adding a subcommand means adding one entry.
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from smart_hf import hub
+from smart_hf.image_grid import image_grid
+from smart_hf.pipelines import SmartOneStepPipeline
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+
+
+def _generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        help="An export folder or Hub id (loaded with SmartOneStepPipeline.from_pretrained), or a generator "
+        "folder: a training output folder (generator_ema/ or generator/) or a save_pretrained folder.",
+    )
+    parser.add_argument("--num-images", type=int, default=16, help="Number of images (default: 16).")
+    parser.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    parser.add_argument(
+        "--class-label",
+        type=int,
+        default=None,
+        help="Class of every image, for a class-conditional model (default: random classes).",
+    )
+    parser.add_argument(
+        "--truncation",
+        type=float,
+        default=1.0,
+        help="Latent scale, <1 trades diversity for fidelity (default: 1).",
+    )
+    parser.add_argument(
+        "--out", default="grid.png", help="Where to write the image grid (default: grid.png)."
+    )
+    parser.add_argument(
+        "--save-individual", metavar="DIR", help="Also write each image as DIR/00000.png, ..."
+    )
+    parser.add_argument("--columns", type=int, default=None, help="Grid columns (default: square-ish grid).")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="Images per forward pass (default: 64). Images depend on the seed and on the batch size.",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda, ... (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="float32", help="Compute dtype (default: float32)."
+    )
+
+
+def _load_pipeline(model: str, torch_dtype: torch.dtype) -> SmartOneStepPipeline:
+    path = Path(model)
+    if path.is_dir() and not (path / SmartOneStepPipeline.config_name).is_file():
+        return SmartOneStepPipeline(gan=hub.load_generator(path, torch_dtype=torch_dtype))
+    if not path.exists() and model.count("/") != 1:
+        raise ValueError(f"{model!r} is neither a folder nor a Hub id like 'user/model'.")
+    return SmartOneStepPipeline.from_pretrained(model, torch_dtype=torch_dtype)
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    if args.num_images < 1 or args.batch_size < 1:
+        raise ValueError("--num-images and --batch-size must be >= 1.")
+    pipeline = _load_pipeline(args.model, DTYPES[args.dtype]).to(args.device)
+    generator = torch.Generator().manual_seed(args.seed)
+    images = []
+    for start in range(0, args.num_images, args.batch_size):
+        batch_size = min(args.batch_size, args.num_images - start)
+        images += pipeline(
+            batch_size=batch_size,
+            class_labels=args.class_label,
+            generator=generator,
+            truncation=args.truncation,
+        ).images
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, num_columns=args.columns).save(args.out)
+    print(f"Wrote a grid of {len(images)} images to {args.out}")
+    if args.save_individual:
+        os.makedirs(args.save_individual, exist_ok=True)
+        for index, image in enumerate(images):
+            image.save(os.path.join(args.save_individual, f"{index:05d}.png"))
+        print(f"Wrote {len(images)} images to {args.save_individual}/")
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        help="A training output folder (generator_ema/ preferred over generator/; its metrics.json gives the "
+        "card's metrics and training settings) or a folder with a generator saved by save_pretrained.",
+    )
+    parser.add_argument("--out", required=True, help="Export folder to create.")
+    parser.add_argument(
+        "--subfolder", help="Generator subfolder of SOURCE, e.g. 'generator' to skip the EMA weights."
+    )
+    parser.add_argument("--score-model", help="Teacher score model id or path (default: from metrics.json).")
+    parser.add_argument("--dataset", help="Training data set name or Hub id (default: from metrics.json).")
+    parser.add_argument("--metrics", help="JSON file of metrics and 'config' (default: SOURCE/metrics.json).")
+    parser.add_argument(
+        "--repo-id", help="Hub id the export will be pushed to, used in the card's usage code."
+    )
+    parser.add_argument("--license", help="License of the weights, for the model card.")
+    parser.add_argument(
+        "--num-samples", type=int, default=16, help="Images in the card's grid (default: 16)."
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the card's grid (default: 0).")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an earlier export in --out.")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    generator = hub.load_generator(args.source, subfolder=args.subfolder)
+    metrics_path = Path(args.metrics) if args.metrics else Path(args.source) / "metrics.json"
+    results = json.loads(metrics_path.read_text()) if metrics_path.is_file() or args.metrics else {}
+    training = results.get("config", {})
+    metrics = {
+        key: value
+        for key, value in results.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    out = hub.export_pipeline(
+        generator,
+        args.out,
+        score_model=args.score_model or training.get("score_model") or training.get("score"),
+        dataset=args.dataset or training.get("dataset_name"),
+        metrics=metrics,
+        training_config=training,
+        repo_id=args.repo_id,
+        license=args.license,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(f"Exported {type(generator).__name__} to {out}")
+
+
+def _push_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="Export folder written by `smart-hf export`.")
+    parser.add_argument("--repo-id", required=True, help="Hub model repository, e.g. user/smart-gan-cifar10.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--token", help="Hub token (default: the token of `hf auth login` or HF_TOKEN).")
+    parser.add_argument("--commit-message", default="Upload SMaRt one-step generator")
+
+
+def run_push(args: argparse.Namespace) -> None:
+    url = hub.push_to_hub(
+        args.folder, args.repo_id, private=args.private, token=args.token, commit_message=args.commit_message
+    )
+    print(f"Pushed {args.folder} to {url}")
+
+
+COMMANDS = [
+    Command(
+        "generate",
+        "Generate images with a trained generator and save them as a grid.",
+        _generate_arguments,
+        run_generate,
+    ),
+    Command(
+        "export",
+        "Export a trained generator as a Hub-ready pipeline folder with a model card.",
+        _export_arguments,
+        run_export,
+    ),
+    Command("push", "Upload an export folder to the Hugging Face Hub.", _push_arguments, run_push),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smart-hf", description="SMaRt one-step GAN generators: generate, export and share on the Hub."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        subparser = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(subparser)
+        subparser.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `smart-hf` with `argv` (default: the command line); returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, OSError) as error:
+        print(f"smart-hf {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""ResNet image generator and discriminator in the style of SNGAN (Miyato et al., 2018) and BigGAN (Brock et
+al., 2019): residual up/down-sampling blocks, class-conditional BatchNorm in G, spectral norm and a projection
+discriminator in D, and an optional timestep input for Diffusion-GAN.
+
+Self-contained (only torch and diffusers imports) so the file can travel to the Hub beside its weights.
+"""
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def _stage_channels(resolution: int, base_channels: int, max_channel_multiplier: int) -> dict[int, int]:
+    """Channels at each resolution 4, 8, ..., `resolution`: `base_channels` at the image size, doubling each
+    time the resolution halves, capped at `max_channel_multiplier` · `base_channels`."""
+    if resolution < 8 or resolution & (resolution - 1):
+        raise ValueError(f"`resolution` must be a power of two >= 8, got {resolution}.")
+    if base_channels < 1 or max_channel_multiplier < 1:
+        raise ValueError("`base_channels` and `max_channel_multiplier` must be >= 1.")
+    channels, size = {}, 4
+    while size <= resolution:
+        channels[size] = base_channels * min(max_channel_multiplier, max(1, resolution // (2 * size)))
+        size *= 2
+    return channels
+
+
+def _check_image_channels(channels: int, name: str) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"`{name}` must be 1 (grayscale) or 3 (RGB), got {channels}.")
+
+
+def _check_class_labels(
+    model: str, class_labels: torch.Tensor | None, num_classes: int, batch_size: int
+) -> None:
+    if not num_classes:
+        if class_labels is not None:
+            raise ValueError(
+                f"{model} is unconditional (num_classes={num_classes}); do not pass class_labels."
+            )
+        return
+    if class_labels is None:
+        raise ValueError(f"{model} is class-conditional ({num_classes} classes); pass class_labels.")
+    if class_labels.shape != (batch_size,) or class_labels.is_floating_point():
+        raise ValueError(
+            f"{model} expects integer class_labels of shape ({batch_size},), got {class_labels.dtype} "
+            f"of shape {tuple(class_labels.shape)}."
+        )
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose scale and shift are looked up per class (BigGAN), or learned constants when
+    `num_classes` is 0. The class terms start at zero, so training starts from plain BatchNorm."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=not num_classes)
+        self.scale = nn.Embedding(num_classes, channels) if num_classes else None
+        self.shift = nn.Embedding(num_classes, channels) if num_classes else None
+        if num_classes:
+            nn.init.zeros_(self.scale.weight)
+            nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        x = self.norm(x)
+        if self.scale is None:
+            return x
+        scale = self.scale(class_labels)[:, :, None, None].to(x.dtype)
+        return x * (1 + scale) + self.shift(class_labels)[:, :, None, None].to(x.dtype)
+
+
+class GeneratorBlock(nn.Module):
+    """Pre-activation residual block that doubles the resolution (nearest-neighbour upsampling)."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_classes: int):
+        super().__init__()
+        self.norm1 = ConditionalBatchNorm2d(in_channels, num_classes)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = ConditionalBatchNorm2d(out_channels, num_classes)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        h = F.interpolate(F.relu(self.norm1(x, class_labels)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.norm2(self.conv1(h), class_labels)))
+        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class DiscriminatorBlock(nn.Module):
+    """Spectrally normalised residual block that halves the resolution (average pooling). The first block of
+    the discriminator skips the pre-activation, as the input is an image."""
+
+    def __init__(self, in_channels: int, out_channels: int, first: bool = False):
+        super().__init__()
+        self.first = first
+        self.conv1 = spectral_norm(nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.conv2 = spectral_norm(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.shortcut = spectral_norm(nn.Conv2d(in_channels, out_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.first else F.relu(x)
+        h = F.avg_pool2d(self.conv2(F.relu(self.conv1(h))), 2)
+        # Pooling and a 1×1 convolution commute; pooling first is cheaper.
+        return h + self.shortcut(F.avg_pool2d(x, 2))
+
+
+class ResNetGenerator(ModelMixin, ConfigMixin):
+    """Latent (+ class) → image in [−1, 1]: a linear layer to a 4×4 map, residual blocks that double the
+    resolution up to `resolution`, then BatchNorm, ReLU, a 3×3 convolution to `out_channels` and tanh.
+
+    A class-conditional generator (`num_classes` > 0) uses class-conditional BatchNorm in every block.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        out_channels: int = 3,
+        resolution: int = 32,
+        num_classes: int | None = None,
+        base_channels: int = 64,
+        max_channel_multiplier: int = 4,
+    ):
+        super().__init__()
+        _check_image_channels(out_channels, "out_channels")
+        channels = _stage_channels(resolution, base_channels, max_channel_multiplier)
+        num_classes = num_classes or 0
+        self.project = nn.Linear(latent_dim, channels[4] * 16)
+        self.blocks = nn.ModuleList(
+            GeneratorBlock(channels[size], channels[2 * size], num_classes) for size in list(channels)[:-1]
+        )
+        self.out_norm = nn.BatchNorm2d(channels[resolution])
+        self.to_image = nn.Conv2d(channels[resolution], out_channels, 3, padding=1)
+
+    def forward(self, latents: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        if latents.ndim != 2 or latents.shape[1] != self.config.latent_dim:
+            raise ValueError(
+                f"latents must have shape (batch_size, {self.config.latent_dim}), got {tuple(latents.shape)}."
+            )
+        _check_class_labels(type(self).__name__, class_labels, self.config.num_classes, latents.shape[0])
+        h = self.project(latents).reshape(latents.shape[0], -1, 4, 4)
+        for block in self.blocks:
+            h = block(h, class_labels)
+        return torch.tanh(self.to_image(F.relu(self.out_norm(h))))
+
+
+class ResNetDiscriminator(ModelMixin, ConfigMixin):
+    """Image (+ class, + timestep) → one real/fake logit: residual blocks that halve the resolution down to
+    4×4, ReLU and sum pooling to a feature vector phi.
+
+    logit = w·phi + embed_class(y)·phi + embed_timestep(t)·phi (projection discriminator). The timestep
+    term exists when `num_timesteps` > 0 (Diffusion-GAN's noisy inputs) and is skipped without timesteps.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        resolution: int = 32,
+        num_classes: int | None = None,
+        num_timesteps: int = 0,
+        base_channels: int = 64,
+        max_channel_multiplier: int = 4,
+    ):
+        super().__init__()
+        _check_image_channels(in_channels, "in_channels")
+        if num_timesteps < 0:
+            raise ValueError(f"`num_timesteps` must be >= 0 (0 = no timestep input), got {num_timesteps}.")
+        channels = _stage_channels(resolution, base_channels, max_channel_multiplier)
+        sizes = sorted(channels, reverse=True)[1:]  # output resolution of each block
+        in_dims = [in_channels] + [channels[size] for size in sizes[:-1]]
+        self.blocks = nn.Sequential(
+            *(
+                DiscriminatorBlock(dim, channels[size], first=i == 0)
+                for i, (dim, size) in enumerate(zip(in_dims, sizes, strict=True))
+            )
+        )
+        feature_dim = channels[4]
+        self.to_logit = spectral_norm(nn.Linear(feature_dim, 1))
+        self.class_embedding = spectral_norm(nn.Embedding(num_classes, feature_dim)) if num_classes else None
+        self.timestep_embedding = (
+            spectral_norm(nn.Embedding(num_timesteps, feature_dim)) if num_timesteps else None
+        )
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        timesteps: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        config = self.config
+        if images.ndim != 4 or tuple(images.shape[1:]) != (
+            config.in_channels,
+            config.resolution,
+            config.resolution,
+        ):
+            raise ValueError(
+                f"images must have shape (batch_size, {config.in_channels}, {config.resolution}, "
+                f"{config.resolution}), got {tuple(images.shape)}."
+            )
+        _check_class_labels(type(self).__name__, class_labels, config.num_classes, images.shape[0])
+        features = F.relu(self.blocks(images)).sum(dim=(2, 3))
+        logits = self.to_logit(features).squeeze(1)
+        if self.class_embedding is not None:
+            logits = logits + (self.class_embedding(class_labels) * features).sum(1)
+        if timesteps is not None:
+            logits = logits + (
+                self.timestep_embedding(self._timestep_tensor(timesteps, images)) * features
+            ).sum(1)
+        return logits
+
+    def _timestep_tensor(self, timesteps: torch.Tensor | int, images: torch.Tensor) -> torch.Tensor:
+        if self.timestep_embedding is None:
+            raise ValueError(
+                f"{type(self).__name__} was built without a timestep input (num_timesteps=0); "
+                "set num_timesteps > 0 to pass timesteps."
+            )
+        timesteps = torch.as_tensor(timesteps, device=images.device)
+        if timesteps.ndim == 0:
+            timesteps = timesteps.expand(images.shape[0])
+        if timesteps.shape != images.shape[:1] or timesteps.is_floating_point():
+            raise ValueError(
+                f"timesteps must be an integer or integer tensor of shape ({images.shape[0]},), "
+                f"got {timesteps.dtype} of shape {tuple(timesteps.shape)}."
+            )
+        return timesteps

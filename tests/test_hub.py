@@ -1,0 +1,359 @@
+"""Export folders: layout, the three loading paths, refusals, model card, and pushing (patched, offline)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import filter_repo_objects
+from PIL import Image
+
+from smart_hf import hub
+from smart_hf.models import DCGANGenerator, ResNetGenerator, ToyGenerator
+from smart_hf.pipelines import SmartOneStepPipeline
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}
+CARD_INFO = {
+    "score_model": "google/ddpm-cifar10-32",
+    "dataset": "cifar10",
+    "metrics": {"fid": 42.5, "inception_score": 3.25},
+    "training_config": {"smart_weight": 0.1, "max_train_steps": 1000},
+}
+EXPORT_FILES = {
+    "model_index.json",
+    "pipeline.py",
+    "smart_hf.json",
+    "samples.png",
+    "README.md",
+    "gan/config.json",
+    "gan/diffusion_pytorch_model.safetensors",
+    "gan/resnet_gan.py",
+}
+
+
+def files_in(folder: Path) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
+
+
+def sample(pipe, seed=0) -> np.ndarray:
+    return pipe(batch_size=4, generator=torch.Generator().manual_seed(seed), output_type="np").images
+
+
+@pytest.fixture(scope="module")
+def generator_model():
+    torch.manual_seed(0)
+    return ResNetGenerator(num_classes=3, **TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def export(generator_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export") / "smart-gan"
+    return hub.export_pipeline(generator_model, folder, repo_id="user/smart-gan", num_samples=6, **CARD_INFO)
+
+
+def test_export_layout(export, generator_model):
+    assert files_in(export) == EXPORT_FILES
+    model_index = json.loads((export / "model_index.json").read_text())
+    assert model_index["_class_name"] == ["pipeline", "SmartOneStepPipeline"]
+    assert model_index["gan"] == ["resnet_gan", "ResNetGenerator"]
+    assert model_index["_smart_hf_library"] == {"gan": ["smart_hf.models.resnet_gan", "ResNetGenerator"]}
+    pipeline_source = REPO / "pipelines" / "smart_one_step" / "pipeline.py"
+    assert (export / "pipeline.py").read_text() == pipeline_source.read_text()
+    assert (export / "gan" / "resnet_gan.py").read_text() == (
+        REPO / "src/smart_hf/models/resnet_gan.py"
+    ).read_text()
+    metadata = json.loads((export / "smart_hf.json").read_text())
+    assert metadata["score_model"] == "google/ddpm-cifar10-32"
+    assert metadata["dataset"] == "cifar10"
+    assert metadata["metrics"] == CARD_INFO["metrics"]
+    assert metadata["training"] == CARD_INFO["training_config"]
+    assert metadata["generator"] == {
+        "class": "ResNetGenerator",
+        "latent_dim": 8,
+        "out_channels": 3,
+        "resolution": 8,
+        "num_classes": 3,
+    }
+    hub.validate_export(export)
+
+
+def test_load_with_the_library_class(export, generator_model):
+    pipe = SmartOneStepPipeline.from_pretrained(export)
+    assert type(pipe) is SmartOneStepPipeline
+    assert type(pipe.gan) is ResNetGenerator and not pipe.gan.training
+    np.testing.assert_array_equal(sample(pipe), sample(SmartOneStepPipeline(gan=generator_model)))
+
+
+def test_load_with_the_library_class_in_half_precision(export):
+    pipe = SmartOneStepPipeline.from_pretrained(export, torch_dtype=torch.float16)
+    assert pipe.gan.dtype == torch.float16
+
+
+def test_load_the_generator_alone(export, generator_model):
+    loaded = ResNetGenerator.from_pretrained(export, subfolder="gan")
+    latents, labels = torch.randn(2, 8), torch.tensor([0, 2])
+    torch.testing.assert_close(loaded(latents, labels), generator_model(latents, labels))
+
+
+# Runs in a fresh interpreter, outside the repository, with every import of smart_hf refused.
+WITHOUT_SMART_HF = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class RefuseSmartHf(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "smart_hf" or name.startswith("smart_hf."):
+                raise ImportError(f"{name} is blocked in this test")
+
+    sys.meta_path.insert(0, RefuseSmartHf())
+    import numpy as np
+    import torch
+    from diffusers import DiffusionPipeline
+
+    try:
+        import smart_hf  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("smart_hf should not be importable here")
+    pipe = DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True)
+    images = pipe(batch_size=4, generator=torch.Generator().manual_seed(0), output_type="np").images
+    np.save(sys.argv[2], images)
+    print(type(pipe).__module__, type(pipe.gan).__module__)
+    assert not any(name.startswith("smart_hf") for name in sys.modules)
+    """
+)
+
+
+def test_load_with_diffusers_without_smart_hf(export, generator_model, tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SMART_HF, str(export), str(tmp_path / "images.npy")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["diffusers_modules.local.pipeline", "diffusers_modules.local.resnet_gan"]
+    expected = sample(SmartOneStepPipeline(gan=generator_model))
+    np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), expected)
+
+
+def test_only_safetensors_and_no_pickles(export):
+    assert not [name for name in files_in(export) if name.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+
+
+def test_refuses_a_folder_without_model_index(tmp_path):
+    with pytest.raises(ValueError, match="not a smart_hf export: it has no model_index.json"):
+        SmartOneStepPipeline.from_pretrained(tmp_path)
+
+
+def copy_export(export: Path, destination: Path) -> Path:
+    for name in files_in(export):
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        (destination / name).write_bytes((export / name).read_bytes())
+    return destination
+
+
+def test_refuses_another_pipeline_class(export, tmp_path):
+    folder = copy_export(export, tmp_path)
+    model_index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**model_index, "_class_name": "DDPMPipeline"}))
+    with pytest.raises(
+        ValueError, match="not a SmartOneStepPipeline export: its model_index.json names 'DDPMPipeline'"
+    ):
+        SmartOneStepPipeline.from_pretrained(folder)
+    with pytest.raises(ValueError, match="not a smart_hf export"):
+        hub.validate_export(folder)
+
+
+def test_refuses_unknown_config_keys(export, tmp_path):
+    folder = copy_export(export, tmp_path)
+    config = json.loads((folder / "gan" / "config.json").read_text())
+    (folder / "gan" / "config.json").write_text(json.dumps({**config, "num_class": 5}))
+    with pytest.raises(ValueError, match=r"keys that ResNetGenerator does not take: \['num_class'\]"):
+        SmartOneStepPipeline.from_pretrained(folder)
+
+
+def test_refuses_to_import_modules_outside_smart_hf(export, tmp_path):
+    folder = copy_export(export, tmp_path)
+    model_index = json.loads((folder / "model_index.json").read_text())
+    model_index["_smart_hf_library"] = {"gan": ["os", "ResNetGenerator"]}
+    (folder / "model_index.json").write_text(json.dumps(model_index))
+    with pytest.raises(ValueError, match="Refusing to import 'os'"):
+        SmartOneStepPipeline.from_pretrained(folder)
+
+
+def test_refuses_unexpected_keyword_arguments(export):
+    with pytest.raises(ValueError, match=r"Unexpected keyword arguments .*\['device_map'\]"):
+        SmartOneStepPipeline.from_pretrained(export, device_map="auto")
+
+
+def test_passed_components_are_used(export):
+    gan = DCGANGenerator(**TINY)
+    assert SmartOneStepPipeline.from_pretrained(export, gan=gan).gan is gan
+
+
+def test_incomplete_export_is_refused(export, tmp_path):
+    folder = copy_export(export, tmp_path)
+    (folder / "gan" / "resnet_gan.py").unlink()
+    with pytest.raises(ValueError, match=r"incomplete smart_hf export: missing \['gan/resnet_gan.py'\]"):
+        hub.validate_export(folder)
+
+
+def test_export_refuses_what_it_could_not_load(tmp_path):
+    with pytest.raises(ValueError, match="not an image generator"):
+        hub.export_pipeline(ToyGenerator(), tmp_path / "toy")
+    with pytest.raises(ValueError, match="ModelMixin"):
+        hub.export_pipeline(torch.nn.Linear(2, 2), tmp_path / "linear")
+
+
+class OutsideGenerator(ResNetGenerator):
+    """Defined outside smart_hf, so SmartOneStepPipeline.from_pretrained would not import it."""
+
+
+def test_export_refuses_classes_outside_smart_hf(tmp_path):
+    with pytest.raises(ValueError, match="Only smart_hf model classes"):
+        hub.export_pipeline(OutsideGenerator(**TINY), tmp_path / "outside")
+
+
+def test_export_overwrite(generator_model, tmp_path):
+    folder = hub.export_pipeline(generator_model, tmp_path / "export", num_samples=0)
+    assert "samples.png" not in files_in(folder)
+    with pytest.raises(ValueError, match="not empty; pass overwrite=True"):
+        hub.export_pipeline(generator_model, folder, num_samples=0)
+    (folder / "stale.txt").write_text("from an earlier export")
+    hub.export_pipeline(generator_model, folder, num_samples=0, overwrite=True)
+    assert "stale.txt" not in files_in(folder)
+    other = tmp_path / "not-an-export"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a smart_hf export"):
+        hub.export_pipeline(generator_model, other, overwrite=True)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_export_restores_training_mode(tmp_path):
+    model = DCGANGenerator(**TINY).train()
+    hub.export_pipeline(model, tmp_path / "export", num_samples=2)
+    assert model.training
+
+
+def test_sample_grid_has_one_class_per_column(export):
+    with Image.open(export / "samples.png") as grid:
+        # 6 samples of 3 classes: 3 columns × 2 rows of 8×8 images enlarged ×8, with 2-pixel padding.
+        assert grid.size == (3 * 66 + 2, 2 * 66 + 2)
+
+
+def test_model_card(export):
+    card = ModelCard.load(export / "README.md")
+    data = card.data
+    assert data.library_name == "diffusers"
+    assert data.pipeline_tag == "unconditional-image-generation"
+    assert {"gan", "one-step", "smart", "smart_hf"} <= set(data.tags)
+    assert data.base_model == "google/ddpm-cifar10-32"
+    assert data.datasets == ["cifar10"]
+    text = card.text
+    assert "![Samples](samples.png)" in text
+    assert 'DiffusionPipeline.from_pretrained("user/smart-gan", trust_remote_code=True)' in text
+    assert 'SmartOneStepPipeline.from_pretrained("user/smart-gan")' in text
+    assert "class_labels=[0, 1, 2, 0]" in text
+    assert "| fid | 42.5 |" in text and "| inception_score | 3.25 |" in text
+    assert "| smart_weight | 0.1 |" in text and "| max_train_steps | 1000 |" in text
+    assert "| resolution | 8 |" in text
+
+
+@pytest.mark.parametrize("score_model", ["analytic", None, "some/local/path"])
+def test_model_card_base_model_only_for_hub_ids(score_model):
+    card = hub.model_card(DCGANGenerator(**TINY), score_model=score_model)
+    assert card.data.base_model is None
+    assert "class_labels" not in card.text
+
+
+class FakeHub:
+    """Stands in for huggingface_hub's create_repo and upload_folder, recording what would be uploaded."""
+
+    def __init__(self):
+        self.created, self.uploaded = [], []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.created.append((repo_id, kwargs))
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, *, repo_id, folder_path, ignore_patterns, **kwargs):
+        files = sorted(files_in(Path(folder_path)))
+        self.uploaded.append(
+            (repo_id, set(filter_repo_objects(files, ignore_patterns=ignore_patterns)), kwargs)
+        )
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc123"})()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    fake = FakeHub()
+    monkeypatch.setattr(hub, "create_repo", fake.create_repo)
+    monkeypatch.setattr(hub, "upload_folder", fake.upload_folder)
+    return fake
+
+
+def test_push_uploads_the_export_only(export, tmp_path, fake_hub):
+    folder = copy_export(export, tmp_path / "with-junk")
+    junk = [
+        "checkpoint-500/optimizer.bin",
+        "checkpoint-500/random_states_0.pkl",
+        "gan/checkpoint-1/model.safetensors",
+        "logs/events.out.tfevents.1",
+        "optimizer.pt",
+        "scaler.pt",
+        "random_states_0.pkl",
+        "train_state.pth",
+        ".env",
+        "hf_token",
+        "__pycache__/pipeline.cpython-311.pyc",
+    ]
+    for name in junk:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("secret")
+
+    url = hub.push_to_hub(folder, "user/smart-gan", private=True, token="hf_xxx", commit_message="Add model")
+
+    assert url == "https://huggingface.co/user/smart-gan/commit/abc123"
+    assert fake_hub.created == [
+        ("user/smart-gan", {"private": True, "token": "hf_xxx", "exist_ok": True, "repo_type": "model"})
+    ]
+    ((repo_id, uploaded, kwargs),) = fake_hub.uploaded
+    assert repo_id == "user/smart-gan"
+    assert uploaded == EXPORT_FILES
+    assert kwargs == {"commit_message": "Add model", "token": "hf_xxx"}
+
+
+def test_push_refuses_a_folder_that_is_not_an_export(tmp_path, fake_hub):
+    with pytest.raises(ValueError, match="not a smart_hf export"):
+        hub.push_to_hub(tmp_path, "user/smart-gan")
+    assert fake_hub.created == [] and fake_hub.uploaded == []
+
+
+def test_load_generator_prefers_ema_weights(tmp_path):
+    DCGANGenerator(**TINY).save_pretrained(tmp_path / "generator")
+    ResNetGenerator(**TINY).save_pretrained(tmp_path / "generator_ema")
+    assert type(hub.load_generator(tmp_path)) is ResNetGenerator
+    assert type(hub.load_generator(tmp_path, subfolder="generator")) is DCGANGenerator
+    assert type(hub.load_generator(tmp_path / "generator")) is DCGANGenerator
+
+
+def test_load_generator_errors(tmp_path):
+    with pytest.raises(ValueError, match="No generator in"):
+        hub.load_generator(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
+    with pytest.raises(ValueError, match="'UNet2DModel', which is not a smart_hf model class"):
+        hub.load_generator(tmp_path)
