@@ -27,7 +27,9 @@ from smart_hf.toy2d import load_toy_dataset, toy_metrics  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO_ROOT, "training", "train_smart_gan.py")
-LEARNED_SCORES = {"grid25": os.path.join(REPO_ROOT, "src", "smart_hf", "assets", "score_models", "grid25-mlp")}
+LEARNED_SCORES = {
+    "grid25": os.path.join(REPO_ROOT, "src", "smart_hf", "assets", "score_models", "grid25-mlp")
+}
 
 
 def methods(dataset_name: str) -> dict[str, list[str]]:
@@ -50,7 +52,9 @@ def mean_std(values: list[float], fmt: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset_name", default="grid25")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--extra_args", default="", help="Flags passed to every training run.")
@@ -64,14 +68,26 @@ def main() -> None:
     for name, flags in methods(args.dataset_name).items():
         results = []
         for seed in args.seeds:
-            output_dir = os.path.join(args.output_dir, name.replace(" ", "_").replace("(", "").replace(")", ""), str(seed))
-            run_flags = ["--dataset_name", args.dataset_name, "--seed", str(seed), *flags, *shlex.split(args.extra_args)]
+            output_dir = os.path.join(
+                args.output_dir, name.replace(" ", "_").replace("(", "").replace(")", ""), str(seed)
+            )
+            run_flags = [
+                "--dataset_name",
+                args.dataset_name,
+                "--seed",
+                str(seed),
+                *flags,
+                *shlex.split(args.extra_args),
+            ]
             start = time.time()
             metrics = run_training(run_flags, output_dir)
             metrics["wall_seconds"] = time.time() - start
             results.append(metrics)
-            print(f"{name} seed {seed}: {metrics['modes_covered']}/{metrics['num_modes']} modes, "
-                  f"{metrics['high_quality_percent']:.1f}% HQ, {metrics['wall_seconds']:.0f} s", flush=True)
+            print(
+                f"{name} seed {seed}: {metrics['modes_covered']}/{metrics['num_modes']} modes, "
+                f"{metrics['high_quality_percent']:.1f}% HQ, {metrics['wall_seconds']:.0f} s",
+                flush=True,
+            )
             if seed == args.seeds[0]:
                 scatter[name] = np.load(os.path.join(output_dir, "samples.npy"))
         rows.append((name, results, flags))
@@ -82,10 +98,12 @@ def main() -> None:
     for name, results, _ in rows:
         modes = [r["modes_covered"] for r in results]
         wall = mean_std([r["wall_seconds"] for r in results], ".0f") if "wall_seconds" in results[0] else "—"
-        print(f"| {name} | {mean_std(modes, '.1f')} / {results[0]['num_modes']} "
-              f"| {mean_std([r['high_quality_percent'] for r in results], '.1f')} "
-              f"| {mean_std([r['sliced_wasserstein'] for r in results], '.3f')} "
-              f"| {', '.join(map(str, modes))} | {wall} |")
+        print(
+            f"| {name} | {mean_std(modes, '.1f')} / {results[0]['num_modes']} "
+            f"| {mean_std([r['high_quality_percent'] for r in results], '.1f')} "
+            f"| {mean_std([r['sliced_wasserstein'] for r in results], '.3f')} "
+            f"| {', '.join(map(str, modes))} | {wall} |"
+        )
 
     fig, axes = plt.subplots(1, len(scatter), figsize=(4 * len(scatter), 4.2))
     limit = float(dataset.means.abs().max()) * 1.4

@@ -34,7 +34,10 @@ def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
 
 
 def make_loss(**kwargs):
-    generator, discriminator = torch.nn.Linear(4, 2), torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Flatten(0))
+    generator, discriminator = (
+        torch.nn.Linear(4, 2),
+        torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Flatten(0)),
+    )
     return GANLoss(generator, discriminator, **kwargs), generator, discriminator
 
 

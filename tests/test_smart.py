@@ -27,7 +27,8 @@ def test_loss_equals_hand_computed_value():
 
 
 def test_loss_matches_closed_form_expectation_for_a_gaussian():
-    # For data N(mu, std²) and x0 fixed: E||eps_hat − eps||² = (s·a/v)²(x0 − mu)² + (a²·std²/v)², v = a²std² + s².
+    # For data N(mu, std²) and fixed x0: E||eps_hat − eps||² = (s·a/v)²(x0 − mu)² + (a²·std²/v)²,
+    # with v = a²·std² + s².
     std, x0 = 0.5, 1.5
     score = GaussianMixtureScore(torch.tensor([[0.0]]), std=std, alphas_cumprod=ONE_STEP_SCHEDULE)
     smart = regularizer(score, weight=1.0)
@@ -40,7 +41,9 @@ def test_loss_matches_closed_form_expectation_for_a_gaussian():
 
 
 def test_generator_gets_gradients_and_the_score_model_none():
-    score = ModelScore(MLPNoisePredictor(hidden_dim=32, num_layers=2), __import__("diffusers").DDPMScheduler(), (2,))
+    score = ModelScore(
+        MLPNoisePredictor(hidden_dim=32, num_layers=2), __import__("diffusers").DDPMScheduler(), (2,)
+    )
     before = [p.clone() for p in score.parameters()]
     generator = torch.nn.Linear(4, 2)
     optimizer = torch.optim.SGD(list(generator.parameters()) + list(score.parameters()), lr=0.1)
@@ -79,8 +82,15 @@ def test_zero_loss_is_reached_at_the_analytic_optimum_in_1d():
 
 
 def test_lazy_interval_and_warmup_schedule():
-    smart = SmartRegularizer(point_mass_score([0.0, 0.0]), weight=0.2, t_min=0, t_max=0, interval=4,
-                             warmup_start=100, warmup_steps=200)
+    smart = SmartRegularizer(
+        point_mass_score([0.0, 0.0]),
+        weight=0.2,
+        t_min=0,
+        t_max=0,
+        interval=4,
+        warmup_start=100,
+        warmup_steps=200,
+    )
     assert smart.weight_at(50) == 0.0 and not smart.is_active(52)
     assert smart.weight_at(200) == pytest.approx(0.1)
     assert smart.weight_at(10_000) == pytest.approx(0.2)
@@ -92,7 +102,9 @@ def test_scale_by_interval_multiplies_the_active_term():
     score = point_mass_score([0.0, 0.0])
     x = torch.ones(2, 2)
     plain = SmartRegularizer(score, weight=0.1, t_min=0, t_max=0, interval=8)(x, step=0).loss
-    scaled = SmartRegularizer(score, weight=0.1, t_min=0, t_max=0, interval=8, scale_by_interval=True)(x, step=0).loss
+    scaled = SmartRegularizer(score, weight=0.1, t_min=0, t_max=0, interval=8, scale_by_interval=True)(
+        x, step=0
+    ).loss
     assert scaled.item() == pytest.approx(8 * plain.item())
 
 

@@ -32,7 +32,9 @@ def generator_adversarial_loss(kind: str, fake_logits: torch.Tensor) -> torch.Te
     return 0.5 * (fake_logits - 1).pow(2).mean()
 
 
-def discriminator_adversarial_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def discriminator_adversarial_loss(
+    kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor
+) -> torch.Tensor:
     """Discriminator side of the same three losses (LSGAN with targets 1 for real and 0 for fake)."""
     _check_kind(kind)
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
@@ -61,8 +63,8 @@ class GANLoss:
     """Adversarial loss + lazy R1 for D, adversarial loss + lazy SMaRt for G.
 
     `generator(latents, class_labels)` and `discriminator(x, class_labels)` are called with class labels only
-    when they are given. R1 is lazily applied every `r1_interval` discriminator steps and then multiplied by the
-    interval (StyleGAN2), so gamma means the same whatever the interval.
+    when they are given. R1 is lazily applied every `r1_interval` discriminator steps and then multiplied by
+    the interval (StyleGAN2), so gamma means the same whatever the interval.
     """
 
     def __init__(
@@ -94,7 +96,9 @@ class GANLoss:
         self, latents: torch.Tensor, step: int, class_labels: torch.Tensor | None = None
     ) -> LossTerms:
         fake = self._run_generator(latents, class_labels)
-        adversarial = generator_adversarial_loss(self.adversarial_loss, self._run_discriminator(fake, class_labels))
+        adversarial = generator_adversarial_loss(
+            self.adversarial_loss, self._run_discriminator(fake, class_labels)
+        )
         logs = {"loss_G": adversarial.item()}
         total = adversarial
         if self.smart is not None and self.smart.is_active(step):

@@ -1,6 +1,6 @@
 """SMaRt: score matching regularity for GAN generators (Xia et al., ICML 2024).
 
-    L_smart = lambda · E_{z, eps, t, c} || eps_hat(a_t·G(z, c) + s_t·eps, t, c) − eps ||²   (mean over elements)
+    L_smart = lambda · E_{z,eps,t,c} || eps_hat(a_t·G(z, c) + s_t·eps, t, c) − eps ||²  (mean over elements)
 
 with a frozen, pretrained noise predictor eps_hat. The loss pulls generated samples onto the data manifold the
 score model has learned. It trains the generator only: the score model is never updated.
@@ -58,7 +58,9 @@ class SmartRegularizer:
         if warmup_steps < 0 or warmup_start < 0:
             raise ValueError("SMaRt warm-up steps and start must be >= 0.")
         if gradient_mode not in GRADIENT_MODES:
-            raise ValueError(f"Unknown SMaRt gradient mode {gradient_mode!r}; choose one of {GRADIENT_MODES}.")
+            raise ValueError(
+                f"Unknown SMaRt gradient mode {gradient_mode!r}; choose one of {GRADIENT_MODES}."
+            )
         score.check_timestep_range(t_min, t_max)
         self.score = score.eval().requires_grad_(False)
         self.weight = weight

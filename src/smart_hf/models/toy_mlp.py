@@ -13,7 +13,9 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 
-def _mlp(in_dim: int, hidden_dim: int, num_layers: int, out_dim: int, activation: type[nn.Module]) -> nn.Sequential:
+def _mlp(
+    in_dim: int, hidden_dim: int, num_layers: int, out_dim: int, activation: type[nn.Module]
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(num_layers):
@@ -58,7 +60,9 @@ class MLPNoisePredictor(ModelMixin, ConfigMixin):
     """eps_hat(x_t, t): an MLP on the noisy point and a sinusoidal embedding of the integer timestep."""
 
     @register_to_config
-    def __init__(self, data_dim: int = 2, hidden_dim: int = 256, num_layers: int = 4, time_embed_dim: int = 64):
+    def __init__(
+        self, data_dim: int = 2, hidden_dim: int = 256, num_layers: int = 4, time_embed_dim: int = 64
+    ):
         super().__init__()
         self.time_mlp = nn.Sequential(nn.Linear(time_embed_dim, hidden_dim), nn.SiLU())
         self.input_proj = nn.Linear(data_dim, hidden_dim)
