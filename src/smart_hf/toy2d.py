@@ -45,9 +45,7 @@ def load_toy_dataset(name: str) -> ToyDataset:
     return TOY_DATASETS[name]()
 
 
-def sliced_wasserstein(
-    x: torch.Tensor, y: torch.Tensor, num_projections: int = 256, seed: int = 0
-) -> float:
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, num_projections: int = 256, seed: int = 0) -> float:
     """Sliced 1-Wasserstein distance between two equally sized point sets (fixed random directions)."""
     if x.shape != y.shape:
         raise ValueError(f"Point sets must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}.")
