@@ -1,9 +1,10 @@
 import pytest
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
+from smart_hf import scores
 from smart_hf.models.toy_mlp import MLPNoisePredictor
-from smart_hf.scores import GaussianMixtureScore, ModelScore, load_score_model
+from smart_hf.scores import GaussianMixtureScore, ModelScore, default_alphas_cumprod, load_score_model
 
 
 def mixture_log_density(x, means, std, a_t, s_t):
@@ -90,3 +91,161 @@ def test_check_compatible_says_what_to_change():
         score.check_compatible((3,))
     with pytest.raises(ValueError, match="outside the score model's schedule"):
         score.check_timestep_range(10, 1000)
+
+
+def tiny_unet(**kwargs):
+    config = {
+        "sample_size": 8,
+        "in_channels": 1,
+        "out_channels": 1,
+        "block_out_channels": (8, 16),
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "down_block_types": ("DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D"),
+    }
+    return UNet2DModel(**{**config, **kwargs})
+
+
+def test_load_score_model_from_a_ddpm_pipeline_folder(tmp_path):
+    unet, scheduler = tiny_unet(), DDPMScheduler(num_train_timesteps=500, prediction_type="v_prediction")
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path)
+    score = load_score_model(str(tmp_path))
+    assert score.sample_shape == (1, 8, 8) and score.num_classes is None
+    torch.testing.assert_close(score.alphas_cumprod, scheduler.alphas_cumprod)
+    assert not score.model.training and not any(p.requires_grad for p in score.parameters())
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 400])
+    a, s = (
+        scheduler.alphas_cumprod[t].sqrt().view(2, 1, 1, 1),
+        (1 - scheduler.alphas_cumprod[t]).sqrt().view(2, 1, 1, 1),
+    )
+    with torch.no_grad():
+        expected = a * unet(x, t).sample + s * x
+    torch.testing.assert_close(score(x, t), expected)
+
+
+def test_load_score_model_from_a_bare_unet_folder_assumes_the_ddpm_schedule(tmp_path):
+    tiny_unet().save_pretrained(tmp_path)
+    score = load_score_model(tmp_path)
+    torch.testing.assert_close(score.alphas_cumprod, default_alphas_cumprod())
+    assert score.prediction_type == "epsilon"
+
+
+@pytest.mark.parametrize("layout", ["pipeline", "flat"])
+def test_hub_id_downloads_only_configs_and_safetensors(tmp_path, monkeypatch, layout):
+    # A DDPMPipeline repository (unet/ + scheduler/) or a flat one, like google/ddpm-cifar10-32 today.
+    scheduler = DDPMScheduler(num_train_timesteps=100)
+    if layout == "pipeline":
+        DDPMPipeline(unet=tiny_unet(), scheduler=scheduler).save_pretrained(tmp_path)
+    else:
+        tiny_unet().save_pretrained(tmp_path)
+        scheduler.save_pretrained(tmp_path)
+    requests = []
+
+    def fake_snapshot_download(repo_id, allow_patterns):
+        requests.append(repo_id)
+        assert not any(pattern.endswith(".bin") for pattern in allow_patterns)
+        return str(tmp_path)
+
+    monkeypatch.setattr(scores, "snapshot_download", fake_snapshot_download)
+    score = load_score_model("google/ddpm-cifar10-32")
+    assert requests == ["google/ddpm-cifar10-32"]
+    assert score.sample_shape == (1, 8, 8) and score.num_train_timesteps == 100
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    tiny_unet().save_pretrained(tmp_path, safe_serialization=False)
+    with pytest.raises(ValueError, match="no safetensors weights"):
+        load_score_model(str(tmp_path))
+
+
+def test_class_conditional_unet_gets_labels_and_an_unconditional_one_ignores_them(tmp_path):
+    tiny_unet(num_class_embeds=3).save_pretrained(tmp_path / "conditional" / "unet")
+    tiny_unet().save_pretrained(tmp_path / "unconditional" / "unet")
+    conditional = load_score_model(str(tmp_path / "conditional"))
+    unconditional = load_score_model(str(tmp_path / "unconditional"))
+    assert conditional.num_classes == 3 and unconditional.num_classes is None
+    x, t, labels = torch.randn(2, 1, 8, 8), torch.tensor([5, 50]), torch.tensor([0, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            conditional(x, t, labels), conditional.model(x, t, class_labels=labels).sample
+        )
+        assert not torch.allclose(conditional(x, t, labels), conditional(x, t, labels.flip(0)))
+        torch.testing.assert_close(unconditional(x, t, labels), unconditional(x, t))
+    with pytest.raises(ValueError, match=r"class-conditional \(3 classes\); pass class_labels"):
+        conditional(x, t)
+
+
+def test_requested_dtype_and_gradients_reach_the_input(tmp_path):
+    tiny_unet().save_pretrained(tmp_path)
+    score = load_score_model(str(tmp_path), torch_dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in score.model.parameters())
+    x = torch.randn(2, 1, 8, 8, requires_grad=True)
+    eps = score(x, torch.tensor([30, 30]))
+    assert eps.dtype == torch.float32
+    eps.square().mean().backward()
+    assert x.grad.abs().sum() > 0 and all(p.grad is None for p in score.model.parameters())
+
+
+def test_learned_variance_output_contributes_its_noise_half(tmp_path):
+    unet = tiny_unet(out_channels=2)
+    unet.save_pretrained(tmp_path)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(load_score_model(str(tmp_path))(x, t), unet(x, t).sample[:, :1])
+
+
+def test_unsupported_unets_are_refused(tmp_path):
+    tiny_unet(class_embed_type="timestep").save_pretrained(tmp_path / "embedded")
+    with pytest.raises(ValueError, match="class_embed_type='timestep' are not supported"):
+        load_score_model(str(tmp_path / "embedded"))
+    tiny_unet(out_channels=3).save_pretrained(tmp_path / "channels")
+    with pytest.raises(ValueError, match="maps 1 channels to 3"):
+        load_score_model(str(tmp_path / "channels"))
+
+
+def image_score(shape, num_classes=None):
+    return ModelScore(tiny_unet(num_class_embeds=num_classes), DDPMScheduler(), sample_shape=shape)
+
+
+@pytest.mark.parametrize(
+    "generator_shape, score_shape, message",
+    [
+        (
+            (3, 32, 32),
+            (1, 16, 16),
+            "The generator makes 3×32×32 images but the score model expects 1×16×16: pass --resolution 16 "
+            "--channels 1, or use a score model trained at 32×32 RGB.",
+        ),
+        (
+            (1, 8, 8),
+            (3, 8, 8),
+            "The generator makes 1×8×8 images but the score model expects 3×8×8: pass --channels 3, "
+            "or use a score model trained at 8×8 grayscale.",
+        ),
+        (
+            (1, 16, 16),
+            (1, 8, 8),
+            "The generator makes 1×16×16 images but the score model expects 1×8×8: pass --resolution 8, "
+            "or use a score model trained at 16×16 grayscale.",
+        ),
+    ],
+)
+def test_check_compatible_says_which_image_settings_to_change(generator_shape, score_shape, message):
+    with pytest.raises(ValueError) as error:
+        image_score(score_shape).check_compatible(generator_shape)
+    assert str(error.value) == message
+
+
+def test_check_compatible_class_rules():
+    conditional, unconditional = image_score((1, 8, 8), num_classes=10), image_score((1, 8, 8))
+    for generator_classes in (None, 0):
+        with pytest.raises(
+            ValueError, match=r"class-conditional \(10 classes\) but the generator is unconditional"
+        ):
+            conditional.check_compatible((1, 8, 8), generator_classes)
+    with pytest.raises(ValueError, match="generator has 5 classes but the score model has 10"):
+        conditional.check_compatible((1, 8, 8), 5)
+    conditional.check_compatible((1, 8, 8), 10)
+    unconditional.check_compatible((1, 8, 8), 10)  # the labels are simply not passed
+    unconditional.check_compatible((1, 8, 8))

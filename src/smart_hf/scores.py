@@ -11,12 +11,15 @@ from collections.abc import Sequence
 
 import torch
 from diffusers import DDPMScheduler
+from huggingface_hub import snapshot_download
 from torch import nn
 
 
 def default_alphas_cumprod(num_train_timesteps: int = 1000) -> torch.Tensor:
     """alphā_t of the DDPM linear schedule (beta 1e-4 → 2e-2), the schedule of `google/ddpm-cifar10-32`."""
-    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear").alphas_cumprod.clone()
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps, beta_schedule="linear"
+    ).alphas_cumprod.clone()
 
 
 class ScoreFunction(nn.Module):
@@ -26,7 +29,9 @@ class ScoreFunction(nn.Module):
     trained on (e.g. `(2,)` or `(3, 32, 32)`); `num_classes` is `None` for unconditional scores.
     """
 
-    def __init__(self, alphas_cumprod: torch.Tensor, sample_shape: Sequence[int], num_classes: int | None = None):
+    def __init__(
+        self, alphas_cumprod: torch.Tensor, sample_shape: Sequence[int], num_classes: int | None = None
+    ):
         super().__init__()
         self.register_buffer("alphas_cumprod", alphas_cumprod.detach().float().clone(), persistent=False)
         self.sample_shape = tuple(sample_shape)
@@ -36,7 +41,9 @@ class ScoreFunction(nn.Module):
     def num_train_timesteps(self) -> int:
         return self.alphas_cumprod.shape[0]
 
-    def signal_and_noise_scales(self, timesteps: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def signal_and_noise_scales(
+        self, timesteps: torch.Tensor, ndim: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(a_t, s_t) = (sqrt(alphā_t), sqrt(1 − alphā_t)), shaped to broadcast against an `ndim` batch."""
         alpha_bar = self.alphas_cumprod.to(timesteps.device)[timesteps].reshape(-1, *([1] * (ndim - 1)))
         return alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
@@ -46,15 +53,27 @@ class ScoreFunction(nn.Module):
         return a_t.to(x0.dtype) * x0 + s_t.to(x0.dtype) * noise
 
     def check_compatible(self, sample_shape: Sequence[int], num_classes: int | None = None) -> None:
-        """Raise a `ValueError` that says what to change when a generator cannot be scored by this function."""
+        """Raise a `ValueError` that says what to change when a generator cannot be scored by this function.
+
+        `num_classes` is the generator's (`None` or 0: unconditional). A conditional score needs a generator
+        with the same classes; an unconditional score serves any generator (its labels are just not passed).
+        """
         sample_shape = tuple(sample_shape)
         if sample_shape != self.sample_shape:
+            if len(sample_shape) == 3 and len(self.sample_shape) == 3:
+                raise ValueError(_image_mismatch_message(sample_shape, self.sample_shape))
             raise ValueError(
-                f"The generator makes samples of shape {sample_shape} but the score model expects {self.sample_shape}. "
-                f"Configure the generator to output {self.sample_shape} (channels, resolution), or use a score model "
-                f"trained on {sample_shape} data."
+                f"The generator makes samples of shape {sample_shape} but the score model expects "
+                f"{self.sample_shape}. Configure the generator to output {self.sample_shape} (channels, "
+                f"resolution), or use a score model trained on {sample_shape} data."
             )
-        if num_classes is not None and self.num_classes is not None and num_classes != self.num_classes:
+        if self.num_classes and not num_classes:
+            raise ValueError(
+                f"The score model is class-conditional ({self.num_classes} classes) but the generator is "
+                f"unconditional: train a class-conditional generator with the same {self.num_classes} "
+                "classes (--class_conditional), or use an unconditional score model."
+            )
+        if self.num_classes and num_classes != self.num_classes:
             raise ValueError(
                 f"The generator has {num_classes} classes but the score model has {self.num_classes}; "
                 "they must use the same label set."
@@ -78,11 +97,32 @@ class ScoreFunction(nn.Module):
         return self.predict_noise(x_t, timesteps, class_labels)
 
 
+def _image_mismatch_message(generator_shape: tuple[int, ...], score_shape: tuple[int, ...]) -> str:
+    (channels, height, width), (score_channels, score_height, score_width) = generator_shape, score_shape
+    fixes = []
+    if (height, width) != (score_height, score_width):
+        square = score_height == score_width
+        fixes.append(
+            f"--resolution {score_height}" if square else f"a {score_height}×{score_width} generator"
+        )
+    if channels != score_channels:
+        fixes.append(f"--channels {score_channels}")
+    return (
+        f"The generator makes {'×'.join(map(str, generator_shape))} images but the score model expects "
+        f"{'×'.join(map(str, score_shape))}: pass {' '.join(fixes)}, or use a score model trained at "
+        f"{height}×{width} {_describe_channels(channels)}."
+    )
+
+
+def _describe_channels(channels: int) -> str:
+    return {1: "grayscale", 3: "RGB"}.get(channels, f"{channels}-channel")
+
+
 class GaussianMixtureScore(ScoreFunction):
     """The exact noise prediction of an isotropic Gaussian mixture diffused under a VP schedule.
 
-    Diffusing sum_k w_k N(mu_k, std²·I) to step t gives sum_k w_k N(a_t·mu_k, (a_t²·std² + s_t²)·I), whose score is
-    a responsibility-weighted sum of the components' scores; eps_hat = −s_t·score is therefore exact.
+    Diffusing sum_k w_k N(mu_k, std²·I) to step t gives sum_k w_k N(a_t·mu_k, (a_t²·std² + s_t²)·I), whose
+    score is a responsibility-weighted sum of the components' scores; eps_hat = −s_t·score is therefore exact.
     """
 
     def __init__(
@@ -98,9 +138,14 @@ class GaussianMixtureScore(ScoreFunction):
         if std < 0:
             raise ValueError(f"`std` must be >= 0, got {std}.")
         super().__init__(
-            default_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod, sample_shape=(means.shape[1],)
+            default_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod,
+            sample_shape=(means.shape[1],),
         )
-        weights = torch.full((means.shape[0],), 1.0 / means.shape[0]) if weights is None else torch.as_tensor(weights)
+        weights = (
+            torch.full((means.shape[0],), 1.0 / means.shape[0])
+            if weights is None
+            else torch.as_tensor(weights)
+        )
         self.register_buffer("means", means)
         self.register_buffer("log_weights", torch.log(weights.float() / weights.sum()))
         self.std = float(std)
@@ -120,16 +165,29 @@ class GaussianMixtureScore(ScoreFunction):
 class ModelScore(ScoreFunction):
     """A diffusers noise-prediction model (`UNet2DModel`, `MLPNoisePredictor`, ...) plus its `DDPMScheduler`.
 
-    The model is frozen: eval mode, no parameter gradients. Gradients still flow through it to its input, which
-    is what SMaRt's full form needs. `sample` and `v_prediction` models are converted to eps_hat.
+    The model is frozen: eval mode, no parameter gradients. Gradients still flow through it to its input,
+    which is what SMaRt's full form needs. `sample` and `v_prediction` models are converted to eps_hat; a
+    model with a learned variance (twice the input channels out) contributes its first half, the noise. A
+    class-conditional model (`num_class_embeds`) needs `class_labels`; an unconditional one ignores them.
+    Inputs are cast to the model's dtype and the prediction back to the input's.
     """
 
     def __init__(self, model: nn.Module, scheduler: DDPMScheduler, sample_shape: Sequence[int]):
-        super().__init__(scheduler.alphas_cumprod, sample_shape, getattr(model.config, "num_class_embeds", None))
+        config = model.config
+        if (
+            getattr(config, "class_embed_type", None) is not None
+            and getattr(config, "num_class_embeds", None) is None
+        ):
+            raise ValueError(
+                f"Score models conditioned through class_embed_type={config.class_embed_type!r} are not "
+                "supported; SMaRt passes integer class labels, so use a UNet with num_class_embeds."
+            )
+        super().__init__(scheduler.alphas_cumprod, sample_shape, getattr(config, "num_class_embeds", None))
         self.prediction_type = scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(
-                f"Unsupported prediction_type {self.prediction_type!r}; use 'epsilon', 'v_prediction' or 'sample'."
+                f"Unsupported prediction_type {self.prediction_type!r}; "
+                "use 'epsilon', 'v_prediction' or 'sample'."
             )
         self.model = model.eval().requires_grad_(False)
 
@@ -142,14 +200,33 @@ class ModelScore(ScoreFunction):
     def predict_noise(
         self, x_t: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        kwargs = {} if class_labels is None else {"class_labels": class_labels}
-        output = self.model(x_t, timesteps, **kwargs).sample
+        kwargs = {}
+        if self.num_classes is not None:
+            if class_labels is None:
+                raise ValueError(
+                    f"The score model is class-conditional ({self.num_classes} classes); pass class_labels."
+                )
+            kwargs["class_labels"] = class_labels
+        model_dtype = next((p.dtype for p in self.model.parameters()), x_t.dtype)
+        output = self.model(x_t.to(model_dtype), timesteps, **kwargs).sample.to(x_t.dtype)
+        if output.shape[1] == 2 * x_t.shape[1] and x_t.ndim == 4:  # learned variance: (eps, variance)
+            output = output[:, : x_t.shape[1]]
         if self.prediction_type == "epsilon":
             return output
         a_t, s_t = self.signal_and_noise_scales(timesteps, x_t.ndim)
+        a_t, s_t = a_t.to(x_t.dtype), s_t.to(x_t.dtype)
         if self.prediction_type == "v_prediction":  # v = a·eps − s·x0  ⇒  eps = a·v + s·x_t
             return a_t * output + s_t * x_t
         return (x_t - a_t * output) / s_t  # output is x0
+
+
+# The files a score model needs from a Hub repository, in either layout: a `DDPMPipeline` (unet/ + scheduler/)
+# or a flat model repository (config.json + scheduler_config.json at the root, like `google/ddpm-cifar10-32`).
+HUB_ALLOW_PATTERNS = [
+    f"{folder}{name}"
+    for folder in ("", "unet/", "score_model/", "scheduler/")
+    for name in ("config.json", "scheduler_config.json", "diffusion_pytorch_model*.safetensors*")
+]
 
 
 def _model_class(class_name: str) -> type[nn.Module]:
@@ -170,38 +247,64 @@ def _find_model_subfolder(pretrained_path: str) -> str | None:
     if os.path.isfile(os.path.join(pretrained_path, "config.json")):
         return None
     raise ValueError(
-        f"No score model found in {pretrained_path!r}: expected a DDPMPipeline folder (unet/ and scheduler/), "
-        "a folder with score_model/ and scheduler/, or a bare model folder with config.json."
+        f"No score model found in {pretrained_path!r}: expected a DDPMPipeline folder (unet/ and "
+        "scheduler/), a folder with score_model/ and scheduler/, or a bare model folder with config.json."
     )
 
 
-def load_score_model(pretrained_model_name_or_path: str, torch_dtype: torch.dtype = torch.float32) -> ModelScore:
-    """Load a frozen `ModelScore` from a local folder or a Hub id (a `DDPMPipeline` repository)."""
-    if os.path.isdir(pretrained_model_name_or_path):
-        subfolder = _find_model_subfolder(pretrained_model_name_or_path)
-        root = pretrained_model_name_or_path
-        scheduler_subfolder = "scheduler" if os.path.isdir(os.path.join(root, "scheduler")) else None
-        with open(os.path.join(root, subfolder or "", "config.json")) as f:
-            class_name = json.load(f)["_class_name"]
-    elif os.path.exists(pretrained_model_name_or_path) or pretrained_model_name_or_path.count("/") != 1:
+def _load_scheduler(root: str) -> DDPMScheduler:
+    """The folder's scheduler (scheduler/ or a root scheduler_config.json), else the DDPM linear default."""
+    if os.path.isfile(os.path.join(root, "scheduler", "scheduler_config.json")):
+        return DDPMScheduler.from_pretrained(root, subfolder="scheduler")
+    if os.path.isfile(os.path.join(root, "scheduler_config.json")):
+        return DDPMScheduler.from_pretrained(root)
+    return DDPMScheduler()
+
+
+def load_score_model(
+    pretrained_model_name_or_path: str | os.PathLike, torch_dtype: torch.dtype = torch.float32
+) -> ModelScore:
+    """Load a frozen `ModelScore` from a local folder or a Hub id, in `torch_dtype`.
+
+    The folder (or the Hub repository, of which only configs and safetensors weights are downloaded) is a
+    `DDPMPipeline` (unet/ + scheduler/), a toy score (score_model/ + scheduler/) or a bare model folder with
+    an optional scheduler_config.json. Without a scheduler config, the DDPM linear schedule (1000 steps) is
+    assumed. Only safetensors weights are loaded: pickled .bin files can run arbitrary code.
+    """
+    root = str(pretrained_model_name_or_path)
+    if not os.path.isdir(root):
+        if os.path.exists(root) or root.count("/") != 1:
+            raise ValueError(
+                f"Score model {root!r} is neither a folder nor a Hub id like 'google/ddpm-cifar10-32'."
+            )
+        root = snapshot_download(root, allow_patterns=HUB_ALLOW_PATTERNS)
+    subfolder = _find_model_subfolder(root)
+    model_folder = os.path.join(root, subfolder or "")
+    if not any(name.endswith(".safetensors") for name in os.listdir(model_folder)):
         raise ValueError(
-            f"Score model {pretrained_model_name_or_path!r} is neither a folder nor a Hub id like 'google/ddpm-cifar10-32'."
+            f"The score model {pretrained_model_name_or_path!r} has no safetensors weights; only those are "
+            "loaded (pickled .bin files can run code). Re-save it with `save_pretrained`, which writes them."
         )
-    else:
-        subfolder, scheduler_subfolder, class_name = "unet", "scheduler", "UNet2DModel"
+    with open(os.path.join(model_folder, "config.json")) as f:
+        class_name = json.load(f).get("_class_name", "UNet2DModel")
     model = _model_class(class_name).from_pretrained(
-        pretrained_model_name_or_path, subfolder=subfolder, torch_dtype=torch_dtype
+        root, subfolder=subfolder, torch_dtype=torch_dtype, use_safetensors=True
     )
-    if scheduler_subfolder is None and not os.path.isfile(
-        os.path.join(pretrained_model_name_or_path, "scheduler_config.json")
-    ):
-        scheduler = DDPMScheduler()
-    else:
-        scheduler = DDPMScheduler.from_pretrained(pretrained_model_name_or_path, subfolder=scheduler_subfolder)
-    if hasattr(model.config, "sample_size"):
-        size = model.config.sample_size
+    config = model.config
+    if hasattr(config, "sample_size"):
+        if config.sample_size is None:
+            raise ValueError(
+                f"The score model {pretrained_model_name_or_path!r} has no sample_size in its config, so the "
+                "resolution it was trained at is unknown; set it in config.json."
+            )
+        size = config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
-        sample_shape: tuple[int, ...] = (model.config.in_channels, *size)
+        sample_shape: tuple[int, ...] = (config.in_channels, *size)
+        if config.out_channels not in (config.in_channels, 2 * config.in_channels):
+            raise ValueError(
+                f"The score model maps {config.in_channels} channels to {config.out_channels}; a noise "
+                "predictor outputs as many channels as it reads (or twice as many, with a learned variance)."
+            )
     else:
-        sample_shape = (model.config.data_dim,)
-    return ModelScore(model, scheduler, sample_shape)
+        sample_shape = (config.data_dim,)
+    return ModelScore(model, _load_scheduler(root), sample_shape)
