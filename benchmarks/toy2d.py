@@ -4,11 +4,19 @@ Every method trains with `training/train_smart_gan.py` at the same step budget a
 2,500 samples: modes covered, % high-quality samples (within 3 std of the nearest mode) and the sliced
 Wasserstein distance to fresh data. Prints a markdown table and writes a side-by-side scatter figure.
 
-    python benchmarks/toy2d.py                      # grid25, 3 seeds, the default recipe
+    python benchmarks/toy2d.py                      # grid25, 3 seeds, the toy recipe below
+    python benchmarks/toy2d.py --jobs 2             # two runs at a time, one thread each
     python benchmarks/toy2d.py --seeds 0 1 2 3 4 --extra_args "--max_train_steps 8000"
+
+The toy recipe is the best one found on grid25 at about a minute per run on a 2-core CPU (see the README):
+a small MLP GAN with lazy R1, and SMaRt in its `sds` form at every generator step with a small lambda.
+Stronger or later SMaRt (lambda 0.1 to 1, or switched on after a plain-GAN phase) sharpened the modes it
+kept but lost modes: the low-noise score pulls every sample to its nearest mode harder than the
+discriminator can move it to an empty one.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shlex
@@ -27,6 +35,13 @@ from smart_hf.toy2d import load_toy_dataset, toy_metrics  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO_ROOT, "training", "train_smart_gan.py")
+TOY_RECIPE = [
+    "--hidden_dim", "128", "--train_batch_size", "256", "--max_train_steps", "4000",
+    "--r1_gamma", "0.1", "--r1_interval", "4", "--adam_beta1", "0", "--adam_beta2", "0.99",
+    "--g_learning_rate", "5e-4", "--d_learning_rate", "5e-4",
+    "--smart_gradient", "sds", "--smart_weight", "0.01", "--smart_interval", "1",
+    "--smart_t_min", "25", "--smart_t_max", "35",
+]  # fmt: skip
 LEARNED_SCORES = {
     "grid25": os.path.join(REPO_ROOT, "src", "smart_hf", "assets", "score_models", "grid25-mlp")
 }
@@ -39,12 +54,16 @@ def methods(dataset_name: str) -> dict[str, list[str]]:
     return runs
 
 
-def run_training(flags: list[str], output_dir: str) -> dict:
+def run_training(flags: list[str], output_dir: str, single_thread: bool) -> dict:
+    """One training run in a fresh process; returns its metrics.json plus the wall time."""
     command = [sys.executable, TRAIN_SCRIPT, *flags, "--output_dir", output_dir]
-    env = {**os.environ, "TQDM_DISABLE": "1"}
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "TQDM_DISABLE": "1", **({"OMP_NUM_THREADS": "1"} if single_thread else {})}
+    start = time.time()
+    result = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"Training failed: {' '.join(command)}\n{result.stderr[-3000:]}")
     with open(os.path.join(output_dir, "metrics.json")) as f:
-        return json.load(f)
+        return {**json.load(f), "wall_seconds": time.time() - start}
 
 
 def mean_std(values: list[float], fmt: str) -> str:
@@ -59,43 +78,44 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--extra_args", default="", help="Flags passed to every training run.")
     parser.add_argument("--output_dir", default="outputs/benchmarks/toy2d")
+    parser.add_argument("--jobs", type=int, default=1, help="Runs at a time; > 1 gives each run one thread.")
     args = parser.parse_args()
 
     dataset = load_toy_dataset(args.dataset_name)
     true_samples = dataset.sample(2500, generator=torch.Generator().manual_seed(123))
-    rows = [("true data", [toy_metrics(true_samples, dataset)], None)]
+    rows = [("true data", [toy_metrics(true_samples, dataset)])]
     scatter = {"true data": true_samples.numpy()}
-    for name, flags in methods(args.dataset_name).items():
-        results = []
-        for seed in args.seeds:
-            output_dir = os.path.join(
-                args.output_dir, name.replace(" ", "_").replace("(", "").replace(")", ""), str(seed)
-            )
-            run_flags = [
-                "--dataset_name",
-                args.dataset_name,
-                "--seed",
-                str(seed),
-                *flags,
-                *shlex.split(args.extra_args),
-            ]
-            start = time.time()
-            metrics = run_training(run_flags, output_dir)
-            metrics["wall_seconds"] = time.time() - start
-            results.append(metrics)
-            print(
-                f"{name} seed {seed}: {metrics['modes_covered']}/{metrics['num_modes']} modes, "
-                f"{metrics['high_quality_percent']:.1f}% HQ, {metrics['wall_seconds']:.0f} s",
-                flush=True,
-            )
-            if seed == args.seeds[0]:
-                scatter[name] = np.load(os.path.join(output_dir, "samples.npy"))
-        rows.append((name, results, flags))
+    runs = {}
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        for name, flags in methods(args.dataset_name).items():
+            for seed in args.seeds:
+                output_dir = os.path.join(
+                    args.output_dir, name.split("(")[-1].strip(")").replace(" ", "_"), str(seed)
+                )
+                run_flags = [*TOY_RECIPE, "--dataset_name", args.dataset_name, "--seed", str(seed), *flags]
+                future = pool.submit(
+                    run_training, run_flags + shlex.split(args.extra_args), output_dir, args.jobs > 1
+                )
+                runs[name, seed] = (future, output_dir)
+        for name in methods(args.dataset_name):
+            results = []
+            for seed in args.seeds:
+                future, output_dir = runs[name, seed]
+                metrics = future.result()
+                results.append(metrics)
+                print(
+                    f"{name} seed {seed}: {metrics['modes_covered']}/{metrics['num_modes']} modes, "
+                    f"{metrics['high_quality_percent']:.1f}% HQ, {metrics['wall_seconds']:.0f} s",
+                    flush=True,
+                )
+                if seed == args.seeds[0]:
+                    scatter[name] = np.load(os.path.join(output_dir, "samples.npy"))
+            rows.append((name, results))
 
     print(f"\n{args.dataset_name}, seeds {args.seeds}, extra args: {args.extra_args or '(none)'}\n")
     print("| method | modes covered | high-quality % | sliced W1 | per-seed modes | wall time per run (s) |")
     print("|---|---|---|---|---|---|")
-    for name, results, _ in rows:
+    for name, results in rows:
         modes = [r["modes_covered"] for r in results]
         wall = mean_std([r["wall_seconds"] for r in results], ".0f") if "wall_seconds" in results[0] else "—"
         print(
