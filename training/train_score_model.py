@@ -16,6 +16,22 @@ clean sample for `sample`, the velocity a_t·eps − s_t·x0 for `v_prediction` 
 schedule. Checkpoints (`checkpoint-<step>/`) hold the model, its EMA, the optimizer, the learning-rate
 schedule, the random states and the loss history, so `--resume_from_checkpoint latest` continues the run.
 
+--adversarial trains with the hybrid objective of Jolicoeur-Martineau et al. (ICLR 2021, "Adversarial score
+matching and improved sampling for image generation"). A discriminator D tells real samples x from the
+network's denoised samples x_hat = (x_t − s_t·eps_hat) / a_t (Tweedie's E[x0 | x_t], the VP form of the
+paper's x + sigma²·score(x); clamped to [−1, 1] for images) with the least-squares loss and targets ±1,
+(D(x) − 1)² + (D(x_hat) + 1)², and the score network minimises
+dsm_weight·L_DSM + adversarial_weight·(D(x_hat) − 1)², the gradient flowing through x_hat.
+
+Scale: the paper's L_DSM sums the squared error over the D elements of a sample (½·Σ) while its adversarial
+term is a mean over the batch. This script keeps plain training's mean-MSE scale for the DSM term and
+multiplies the adversarial term by 2 / D instead: the paper's objective divided by D / 2, which Adam does not
+see. Defaults are the paper's: both weights 1, one D step per score step (extra D steps draw new noise for the
+same real batch), D on the same noisy samples as the DSM term. D is unconditional: `DCGANDiscriminator` or
+`ResNetDiscriminator` for images, `ToyDiscriminator` for the toy sets, trained with Adam(2e-4, betas (0.5,
+0.999)), the DCGAN/LSGAN setting (the authors' code used beta1 = −0.5, which torch.optim.Adam refuses).
+Checkpoints then also hold discriminator/ and its optimizer.
+
 Several processes without a GPU: `accelerate launch --cpu --num_processes 2 ...`, or `torchrun` with
 `ACCELERATE_USE_CPU=1` (without it, accelerate 1.x treats each torchrun process as a separate single run).
 """
@@ -27,6 +43,7 @@ import math
 import os
 import shutil
 import time
+from collections import defaultdict
 
 import matplotlib
 
@@ -45,6 +62,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from smart_hf.data import DIGITS, ImageDataset, load_image_dataset  # noqa: E402
 from smart_hf.image_grid import image_grid  # noqa: E402
+from smart_hf.models import DCGANDiscriminator, ResNetDiscriminator, ToyDiscriminator  # noqa: E402
 from smart_hf.models.toy_mlp import MLPNoisePredictor  # noqa: E402
 from smart_hf.toy2d import TOY_DATASETS, ToyDataset, load_toy_dataset  # noqa: E402
 
@@ -52,6 +70,7 @@ logger = get_logger(__name__, log_level="INFO")
 
 TOY_DEFAULTS = {"train_batch_size": 1024, "max_train_steps": 6000}
 IMAGE_DEFAULTS = {"train_batch_size": 64}
+DISCRIMINATORS = {"dcgan": DCGANDiscriminator, "resnet": ResNetDiscriminator}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -121,6 +140,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--use_ema", action="store_true", help="Save an exponential moving average of weights."
     )
     training.add_argument("--ema_max_decay", type=float, default=0.999)
+
+    adversarial = parser.add_argument_group("hybrid objective (--adversarial)")
+    adversarial.add_argument(
+        "--adversarial", action="store_true", help="Add the LSGAN term on denoised samples (see above)."
+    )
+    adversarial.add_argument("--adversarial_weight", type=float, default=1.0, help="lambda_adv.")
+    adversarial.add_argument("--dsm_weight", type=float, default=1.0, help="lambda_dsm.")
+    adversarial.add_argument("--d_steps_per_score_step", type=int, default=1)
+    adversarial.add_argument("--d_learning_rate", type=float, default=2e-4)
+    adversarial.add_argument("--d_adam_beta1", type=float, default=0.5)
+    adversarial.add_argument("--d_adam_beta2", type=float, default=0.999)
+    adversarial.add_argument(
+        "--d_architecture", default="dcgan", choices=sorted(DISCRIMINATORS), help="Images."
+    )
+    adversarial.add_argument(
+        "--d_base_channels", type=int, default=32, help="Discriminator channels at full resolution (images)."
+    )
+    adversarial.add_argument("--d_hidden_dim", type=int, default=128, help="Toy discriminator width.")
 
     logging_group = parser.add_argument_group("checkpoints, logging and samples")
     logging_group.add_argument("--checkpointing_steps", type=int, default=500, help="0 = no checkpoints.")
@@ -224,6 +261,101 @@ def build_unet(args: argparse.Namespace, dataset: ImageDataset) -> UNet2DModel:
     )
 
 
+def check_adversarial_args(args: argparse.Namespace) -> None:
+    if not args.adversarial:
+        return
+    if args.gradient_accumulation_steps != 1:
+        raise ValueError(
+            "--adversarial needs --gradient_accumulation_steps 1: the discriminator and score steps "
+            "alternate with two optimizers. Raise --train_batch_size instead."
+        )
+    if args.d_steps_per_score_step < 1:
+        raise ValueError(f"--d_steps_per_score_step must be >= 1, got {args.d_steps_per_score_step}.")
+    if args.adversarial_weight < 0 or args.dsm_weight < 0:
+        raise ValueError(
+            f"--adversarial_weight and --dsm_weight must be >= 0, got {args.adversarial_weight} and "
+            f"{args.dsm_weight}."
+        )
+
+
+def build_discriminator(args: argparse.Namespace, model: torch.nn.Module) -> torch.nn.Module:
+    """An unconditional discriminator for the score model's samples: an MLP for points, a CNN for images."""
+    if isinstance(model, MLPNoisePredictor):
+        return ToyDiscriminator(data_dim=model.config.data_dim, hidden_dim=args.d_hidden_dim)
+    return DISCRIMINATORS[args.d_architecture](
+        in_channels=model.config.in_channels,
+        resolution=model.config.sample_size,
+        base_channels=args.d_base_channels,
+    )
+
+
+def elements_per_sample(model: torch.nn.Module) -> int:
+    if isinstance(model, MLPNoisePredictor):
+        return model.config.data_dim
+    size = model.config.sample_size
+    return model.config.in_channels * (size * size if isinstance(size, int) else math.prod(size))
+
+
+def denoised_sample(
+    scheduler: DDPMScheduler, noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """Tweedie's E[x0 | x_t] from the network's output: (x_t − s_t·eps_hat) / a_t for `epsilon`, the output
+    for `sample`, a_t·x_t − s_t·v for `v_prediction`."""
+    alphas_cumprod = scheduler.alphas_cumprod.to(noisy.device)[timesteps]
+    alphas_cumprod = alphas_cumprod.reshape(-1, *([1] * (noisy.ndim - 1)))
+    a_t, s_t = alphas_cumprod.sqrt(), (1 - alphas_cumprod).sqrt()
+    noisy, prediction = noisy.float(), prediction.float()
+    if scheduler.config.prediction_type == "epsilon":
+        return (noisy - s_t * prediction) / a_t
+    if scheduler.config.prediction_type == "sample":
+        return prediction
+    return a_t * noisy - s_t * prediction
+
+
+class HybridObjective:
+    """The adversarial half of the hybrid objective: the denoised samples, D's LSGAN step (targets ±1) and the
+    score network's adversarial term, whose weight is adversarial_weight·2 / D (see the module docstring)."""
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        noise_scheduler: DDPMScheduler,
+        discriminator: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        adversarial_weight: float,
+        sample_numel: int,
+        clamp_to_data_range: bool,
+    ):
+        self.accelerator = accelerator
+        self.noise_scheduler = noise_scheduler
+        self.discriminator = discriminator
+        self.optimizer = optimizer
+        self.scale = adversarial_weight * 2 / sample_numel
+        self.clamp_to_data_range = clamp_to_data_range
+
+    def fake(self, noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x_hat, the denoised sample D sees as fake (clamped to [−1, 1] for images)."""
+        x_hat = denoised_sample(self.noise_scheduler, noisy, prediction, timesteps)
+        return x_hat.clamp(-1, 1) if self.clamp_to_data_range else x_hat
+
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        logits = self.discriminator(torch.cat([real, fake.detach().to(real.dtype)])).float()
+        d_real, d_fake = logits.chunk(2)
+        loss = (d_real - 1).pow(2).mean() + (d_fake + 1).pow(2).mean()
+        self.accelerator.backward(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"d_loss": loss.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+
+    def score_term(self, fake: torch.Tensor) -> torch.Tensor:
+        """(D(x_hat) − 1)², differentiable in x_hat only: D's parameters get no gradient."""
+        discriminator = self.accelerator.unwrap_model(self.discriminator)  # no DDP hooks for this pass
+        discriminator.requires_grad_(False)
+        logits = discriminator(fake).float()
+        discriminator.requires_grad_(True)
+        return (logits - 1).pow(2).mean()
+
+
 def training_target(
     scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
 ) -> torch.Tensor:
@@ -322,6 +454,7 @@ def main(args: argparse.Namespace) -> dict:
     set_seed(args.seed)
 
     # Data and model; bad input is refused here, before anything is written.
+    check_adversarial_args(args)
     is_toy = args.dataset_name in TOY_DATASETS
     if is_toy:
         model, batches = toy_model_and_batches(args, accelerator.process_index)
@@ -329,6 +462,7 @@ def main(args: argparse.Namespace) -> dict:
     else:
         model, batches = image_model_and_batches(args)
     model_class, model_subfolder = type(model), "score_model" if is_toy else "unet"
+    discriminator = build_discriminator(args, model) if args.adversarial else None
     noise_scheduler = DDPMScheduler(
         num_train_timesteps=args.ddpm_num_steps,
         beta_schedule=args.ddpm_beta_schedule,
@@ -340,18 +474,23 @@ def main(args: argparse.Namespace) -> dict:
             model.parameters(), decay=args.ema_max_decay, model_cls=model_class, model_config=model.config
         )
 
+    def subfolder_of(prepared: torch.nn.Module) -> str:
+        return model_subfolder if isinstance(prepared, model_class) else "discriminator"
+
     def save_model_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             for saved in models:
-                accelerator.unwrap_model(saved).save_pretrained(os.path.join(output_dir, model_subfolder))
+                saved = accelerator.unwrap_model(saved)
+                saved.save_pretrained(os.path.join(output_dir, subfolder_of(saved)))
             if ema is not None:
                 ema.save_pretrained(os.path.join(output_dir, f"{model_subfolder}_ema"))
         weights.clear()  # saved above as safetensors folders; accelerate need not pickle them again
 
     def load_model_hook(models, input_dir):
         while models:
-            loaded = model_class.from_pretrained(input_dir, subfolder=model_subfolder)
-            accelerator.unwrap_model(models.pop()).load_state_dict(loaded.state_dict())
+            target = accelerator.unwrap_model(models.pop())
+            loaded = type(target).from_pretrained(input_dir, subfolder=subfolder_of(target))
+            target.load_state_dict(loaded.state_dict())
         if ema is not None:
             loaded_ema = EMAModel.from_pretrained(
                 os.path.join(input_dir, f"{model_subfolder}_ema"), model_class
@@ -369,11 +508,21 @@ def main(args: argparse.Namespace) -> dict:
         weight_decay=args.adam_weight_decay,
         eps=args.adam_epsilon,
     )
+    d_components = []
+    if discriminator is not None:
+        d_optimizer = torch.optim.Adam(
+            discriminator.parameters(),
+            lr=args.d_learning_rate,
+            betas=(args.d_adam_beta1, args.d_adam_beta2),
+        )
+        d_components = [discriminator, d_optimizer]
     if is_toy:
-        model, optimizer = accelerator.prepare(model, optimizer)
+        model, optimizer, *d_components = accelerator.prepare(model, optimizer, *d_components)
         max_train_steps, updates_per_epoch = args.max_train_steps, None
     else:
-        model, optimizer, batches = accelerator.prepare(model, optimizer, batches)
+        model, optimizer, batches, *d_components = accelerator.prepare(
+            model, optimizer, batches, *d_components
+        )
         updates_per_epoch = math.ceil(len(batches) / args.gradient_accumulation_steps)
         max_train_steps = args.max_train_steps or args.num_epochs * updates_per_epoch
     lr_scheduler = get_scheduler(
@@ -385,6 +534,12 @@ def main(args: argparse.Namespace) -> dict:
     lr_scheduler = accelerator.prepare(lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
+    hybrid = None
+    if d_components:
+        numel = elements_per_sample(accelerator.unwrap_model(model))
+        hybrid = HybridObjective(
+            accelerator, noise_scheduler, *d_components, args.adversarial_weight, numel, not is_toy
+        )
 
     global_step, history, previous_seconds = 0, [], 0.0
     checkpoint = args.resume_from_checkpoint and find_checkpoint(args.output_dir, args.resume_from_checkpoint)
@@ -417,7 +572,13 @@ def main(args: argparse.Namespace) -> dict:
         desc="steps",
     )
     start_time = time.time()
-    window_losses: list[float] = []
+    window: dict[str, list[float]] = defaultdict(list)
+
+    def noisy_batch(clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        noise = torch.randn_like(clean)
+        timesteps = torch.randint(0, args.ddpm_num_steps, (clean.shape[0],), device=clean.device)
+        return noise, timesteps, noise_scheduler.add_noise(clean, noise, timesteps)
+
     first_epoch = 0 if is_toy else global_step // updates_per_epoch
     epoch = first_epoch
     while global_step < max_train_steps:
@@ -429,20 +590,32 @@ def main(args: argparse.Namespace) -> dict:
         for batch in epoch_batches:
             with accelerator.accumulate(model):
                 clean = batch["images"].to(accelerator.device)
-                noise = torch.randn_like(clean)
-                timesteps = torch.randint(0, args.ddpm_num_steps, (clean.shape[0],), device=clean.device)
-                noisy = noise_scheduler.add_noise(clean, noise, timesteps)
                 kwargs = {"class_labels": batch["class_labels"]} if "class_labels" in batch else {}
+                if hybrid is not None:
+                    for _ in range(args.d_steps_per_score_step - 1):
+                        with torch.no_grad():
+                            _, timesteps, noisy = noisy_batch(clean)
+                            prediction = model(noisy, timesteps, **kwargs).sample
+                        hybrid.discriminator_step(clean, hybrid.fake(noisy, prediction, timesteps))
+                noise, timesteps, noisy = noisy_batch(clean)
                 prediction = model(noisy, timesteps, **kwargs).sample
                 target = training_target(noise_scheduler, clean, noise, timesteps)
                 loss = F.mse_loss(prediction.float(), target.float())
-                accelerator.backward(loss)
+                objective = loss
+                if hybrid is not None:
+                    fake = hybrid.fake(noisy, prediction, timesteps)
+                    for name, value in hybrid.discriminator_step(clean, fake).items():
+                        window[name].append(value)
+                    adversarial_loss = hybrid.score_term(fake)
+                    window["adversarial_loss"].append(adversarial_loss.item())
+                    objective = args.dsm_weight * loss + hybrid.scale * adversarial_loss
+                accelerator.backward(objective)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            window_losses.append(loss.item())
+            window["loss"].append(loss.item())
             if not accelerator.sync_gradients:
                 continue
 
@@ -451,8 +624,9 @@ def main(args: argparse.Namespace) -> dict:
             global_step += 1
             progress.update(1)
             if global_step % args.logging_steps == 0 or global_step == max_train_steps:
-                logs = {"loss": sum(window_losses) / len(window_losses), "lr": lr_scheduler.get_last_lr()[0]}
-                window_losses.clear()
+                logs = {name: sum(values) / len(values) for name, values in window.items()}
+                logs["lr"] = lr_scheduler.get_last_lr()[0]
+                window.clear()
                 history.append({"step": global_step, **logs})
                 progress.set_postfix(loss=f"{logs['loss']:.4f}")
                 accelerator.log(logs, step=global_step)

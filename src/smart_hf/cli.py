@@ -3,6 +3,7 @@
     smart-hf generate <export folder, generator folder or Hub id> --num-images 16 --seed 0 --out grid.png
     smart-hf export <training output or generator folder> --out <export folder>
     smart-hf push <export folder> --repo-id <user/name>
+    smart-hf evaluate <model as for generate, or image folder> --reference digits --metric fd_digits
 
 Each subcommand is a `Command` in `COMMANDS`: a name, a one-line help, a function that adds its arguments and
 a function that runs it. Adding a subcommand means adding one entry.
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from smart_hf import hub
+from smart_hf.evaluation import runner
 from smart_hf.image_grid import image_grid
 from smart_hf.pipelines import SmartOneStepPipeline
 
@@ -174,6 +176,107 @@ def run_push(args: argparse.Namespace) -> None:
     print(f"Pushed {args.folder} to {url}")
 
 
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "samples",
+        help="What to evaluate: a model (export folder, generator folder or Hub id, as for `generate`) or a "
+        "folder of images.",
+    )
+    parser.add_argument(
+        "--reference",
+        required=True,
+        help="Real images: a data set name (e.g. digits), a Hub data set, a save_to_disk folder or an image "
+        "folder.",
+    )
+    parser.add_argument(
+        "--metric",
+        required=True,
+        choices=runner.METRICS,
+        help="fd_digits: Fréchet distance in the digits classifier's features; fd_dinov2: in DINOv2's; fid: "
+        "in Inception-v3's (needs pytorch-fid); pr: precision and recall (k-NN manifolds) in --features.",
+    )
+    parser.add_argument(
+        "--features",
+        choices=runner.FEATURE_SPACES,
+        help="Feature space of pr (default: digits for the digits reference).",
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        help=f"Generated images (default: {runner.DEFAULT_NUM_SAMPLES} for a Fréchet distance, the "
+        "reference's size for pr; every image of a folder).",
+    )
+    parser.add_argument(
+        "--reference-stats",
+        metavar="CACHE.npz",
+        help="Cache of the reference: read when it exists, else computed and written (statistics for Fréchet "
+        "distances, features for pr).",
+    )
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=runner.DEFAULT_K,
+        help="Neighbour defining the pr manifolds (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        help="Size images are loaded at (default: 8 for digits features, else the generator's resolution).",
+    )
+    parser.add_argument(
+        "--dinov2-model",
+        default=runner.DEFAULT_DINOV2_MODEL,
+        help="DINOv2 Hub id or local folder (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="pytorch-fid's Inception weights file (pt_inception-2015-12-05-6726825d.pth), for offline "
+        "machines.",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="Images per batch (default: 64).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the generated images (default: 0).")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda, ... (default: %(default)s).",
+    )
+    parser.add_argument("--output", help="Also write the results to this JSON file.")
+
+
+def _is_image_folder(path: Path) -> bool:
+    """A folder that holds neither a pipeline export nor a generator (which `_load_pipeline` reads)."""
+    model_files = ["model_index.json"] + [
+        os.path.join(name, "config.json") for name in ("gan", "generator_ema", "generator", "")
+    ]
+    return path.is_dir() and not any((path / name).is_file() for name in model_files)
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    samples = args.samples
+    if not _is_image_folder(Path(samples)):
+        samples = _load_pipeline(samples, torch.float32).to(args.device)
+    results = runner.evaluate_images(
+        samples,
+        args.reference,
+        args.metric,
+        features=args.features,
+        num_samples=args.num_samples,
+        reference_cache=args.reference_stats,
+        resolution=args.resolution,
+        k=args.k,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        dinov2_model=args.dinov2_model,
+        inception_weights=args.inception_weights,
+    )
+    print(json.dumps(results, indent=2))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+
+
 COMMANDS = [
     Command(
         "generate",
@@ -188,6 +291,12 @@ COMMANDS = [
         run_export,
     ),
     Command("push", "Upload an export folder to the Hugging Face Hub.", _push_arguments, run_push),
+    Command(
+        "evaluate",
+        "Score generated images against a reference: Fréchet distances, precision and recall.",
+        _evaluate_arguments,
+        run_evaluate,
+    ),
 ]
 
 
@@ -209,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, ImportError) as error:
         print(f"smart-hf {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

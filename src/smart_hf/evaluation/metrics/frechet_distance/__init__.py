@@ -1,0 +1,1 @@
+"""The `frechet_distance` metric for `evaluate.load` (a package only so that it ships with smart_hf)."""

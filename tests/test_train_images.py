@@ -1,0 +1,221 @@
+"""training/train_smart_gan.py on images: outputs, export, push, logs, exact resume, presets, bad input."""
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+import train_smart_gan
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
+from smart_gan_helpers import TINY_GAN, save_image_folder, save_tiny_score
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from smart_hf import hub
+from smart_hf.pipelines import SmartOneStepPipeline
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+STATE = "training_state.json"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run several times faster on one thread than on two when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def score(tmp_path_factory):
+    return save_tiny_score(tmp_path_factory.mktemp("score"))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return save_image_folder(tmp_path_factory.mktemp("data") / "images")
+
+
+def run(output_dir, *flags):
+    args = train_smart_gan.parse_args([*TINY_GAN, "--output_dir", str(output_dir), *flags])
+    return train_smart_gan.main(args)
+
+
+def weights(path):
+    return load_file(Path(path) / "diffusion_pytorch_model.safetensors")
+
+
+def assert_same_weights(first, second):
+    first, second = weights(first), weights(second)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first), "weights differ"
+
+
+def test_conditional_run_exports_logs_samples_and_pushes(tmp_path, folder, monkeypatch):
+    conditional_score = save_tiny_score(tmp_path / "score", num_classes=2)
+    pushed = []
+    monkeypatch.setattr(hub, "push_to_hub", lambda *args, **kwargs: pushed.append((args, kwargs)) or "url")
+    out = tmp_path / "run"
+    results = run(
+        out,
+        *f"--train_data_dir {folder} --cache_dir {tmp_path / 'cache'} --class_conditional --score "
+        f"{conditional_score} --max_train_steps 4 --use_ema --logger tensorboard --save_images_steps 2 "
+        "--checkpointing_steps 2 --push_to_hub --hub_model_id me/tiny --hub_private_repo".split(),
+    )
+
+    assert results["global_step"] == 4 and results["nonfinite_steps"] == 0
+    assert results["score_matching_error"] > 0 and results["score_matching_error_real"] > 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["global_step"] == 4 and saved["config"]["class_conditional"] is True
+    for step in (2, 4):
+        assert (out / "samples" / f"step-00000{step}.png").exists()
+        checkpoint = out / f"checkpoint-{step}"
+        assert {"generator", "discriminator", "generator_ema", "training_state.json"} <= {
+            path.name for path in checkpoint.iterdir()
+        }
+    assert (out / "samples.png").exists()
+
+    export = out / "pipeline"
+    hub.validate_export(export)
+    assert pushed == [((str(export), "me/tiny"), {"private": True})]
+    pipeline = SmartOneStepPipeline.from_pretrained(export)
+    assert pipeline.num_classes == 2
+    images = pipeline(batch_size=2, class_labels=[0, 1], generator=torch.Generator().manual_seed(0)).images
+    assert images[0].size == (8, 8)
+    metadata = json.loads((export / "smart_hf.json").read_text())
+    assert metadata["score_model"] == conditional_score and metadata["metrics"]["global_step"] == 4
+    assert "me/tiny" in (export / "README.md").read_text()
+    # The export holds the EMA weights, which `smart-hf export` also prefers in the output folder.
+    assert_same_weights(export / "gan", out / "generator_ema")
+    assert type(hub.load_generator(out)).__name__ == "DCGANGenerator"
+
+    events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*"))))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"loss_D", "loss_G", "loss_smart", "smart_weight", "nonfinite_steps"} <= scalars
+    assert events.Tags()["images"] == ["samples"]
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, folder, score):
+    """A run stopped after checkpoint-4 and resumed to step 8 ends with the weights, EMA, optimizer states and
+    counters of a run that was never stopped (3 batches per epoch: it resumes mid-epoch)."""
+    flags = (
+        f"--train_data_dir {folder} --cache_dir {tmp_path / 'cache'} --score {score} --train_batch_size 2 "
+        "--use_ema --checkpointing_steps 4 --r1_gamma 0.1 --r1_interval 3"
+    ).split()
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run(whole, *flags, "--max_train_steps", "8", "--checkpoints_total_limit", "1")
+    run(resumed, *flags, "--max_train_steps", "4")
+    run(resumed, *flags, "--max_train_steps", "8", "--resume_from_checkpoint", "latest")
+
+    assert sorted(path.name for path in whole.glob("checkpoint-*")) == ["checkpoint-8"]
+    for name in ("generator", "generator_ema", "checkpoint-8/discriminator", "checkpoint-8/generator_ema"):
+        assert_same_weights(whole / name, resumed / name)
+    for name in ("optimizer.bin", "optimizer_1.bin"):
+        saved = [torch.load(path / "checkpoint-8" / name, weights_only=True) for path in (whole, resumed)]
+        assert saved[0]["state"].keys() == saved[1]["state"].keys()
+        for key, state in saved[0]["state"].items():
+            assert all(torch.equal(value, saved[1]["state"][key][name]) for name, value in state.items())
+    states = [json.loads((run_dir / "checkpoint-8" / STATE).read_text()) for run_dir in (whole, resumed)]
+    for state in states:
+        state.pop("train_seconds")
+    assert states[0] == states[1]
+    assert states[0]["discriminator_step"] == 8 and states[0]["ema"]["optimization_step"] == 8
+
+
+def test_bf16_mixed_precision(tmp_path, score):
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        flags = f"--dataset_name digits --score {score} --max_train_steps 2 --mixed_precision bf16"
+        results = run(tmp_path, *flags.split())
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert results["global_step"] == 2 and results["nonfinite_steps"] == 0
+
+
+def save_dataset_without_images(path):
+    datasets.Dataset.from_dict({"label": [0, 1], "text": ["a", "b"]}).save_to_disk(path)
+    return str(path)
+
+
+BAD_INPUTS = {
+    "no image column": (
+        lambda tmp, score: (
+            f"--dataset_name {save_dataset_without_images(tmp / 'x')} --resolution 8 --score {score}"
+        ),
+        r"has no image column; its columns are \['label', 'text'\]",
+    ),
+    "empty folder": (lambda tmp, score: f"--train_data_dir {tmp} --score {score}", "contains no image files"),
+    "channels": (
+        lambda tmp, score: f"--dataset_name digits --score {score} --channels 3",
+        "expects 1×8×8: pass --channels 1",
+    ),
+    "resolution": (
+        lambda tmp, score: f"--dataset_name digits --score {score} --resolution 16",
+        "expects 1×8×8: pass --resolution 8",
+    ),
+    "conditional score": (
+        lambda tmp, score: f"--dataset_name digits --score {save_tiny_score(tmp / 'c10', num_classes=10)}",
+        r"score model is class-conditional .*\(--class_conditional\)",
+    ),
+    "classes": (
+        lambda tmp, score: (
+            f"--train_data_dir {save_image_folder(tmp / 'two')} --cache_dir {tmp / 'cache'} "
+            f"--class_conditional --score {save_tiny_score(tmp / 'c10', num_classes=10)}"
+        ),
+        "generator has 2 classes but the score model has 10",
+    ),
+    "analytic score": (lambda tmp, score: "--dataset_name digits --score analytic", "exact score of a toy"),
+    "no score": (lambda tmp, score: "--dataset_name someone/cats --resolution 8", "Pass --score"),
+    "accumulation": (
+        lambda tmp, score: "--dataset_name digits --gradient_accumulation_steps 2",
+        "not supported",
+    ),
+    "push without id": (lambda tmp, score: "--dataset_name digits --push_to_hub", "needs --hub_model_id"),
+}
+
+
+@pytest.mark.parametrize("make_flags, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_inputs_fail_before_training(tmp_path, score, make_flags, message):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        run(out, "--max_train_steps", "1", *make_flags(tmp_path, score).split())
+    assert not (out / "generator").exists()
+
+
+def test_config_file_sets_defaults_that_flags_override(tmp_path):
+    config = tmp_path / "preset.yaml"
+    config.write_text("dataset_name: digits\nsmart_weight: 0.02\nuse_ema: true\nsmart_t_max: 60\n")
+    args = train_smart_gan.parse_args(["--config", str(config), "--smart_weight", "0.05"])
+    assert (args.dataset_name, args.smart_weight, args.use_ema) == ("digits", 0.05, True)
+    assert args.smart_t_max == 60
+    assert args.score == train_smart_gan.DIGITS_SCORE
+
+    config.write_text("smart_wieght: 0.02\n")
+    with pytest.raises(ValueError, match="unknown option 'smart_wieght'"):
+        train_smart_gan.parse_args(["--config", str(config)])
+    config.write_text("loss: wasserstein\n")
+    with pytest.raises(SystemExit):  # values are checked like flags
+        train_smart_gan.parse_args(["--config", str(config)])
+
+
+# What a preset leaves to the user: ImageNet-64 has no public teacher or data set in the right format.
+PRESET_ARGUMENTS = {"imagenet64.yaml": "--train_data_dir path/to/imagenet64 --score path/to/unet"}
+
+
+@pytest.mark.parametrize("preset", sorted(path.name for path in CONFIGS.glob("*.yaml")))
+def test_presets_are_valid(preset):
+    extra = PRESET_ARGUMENTS.get(preset, "").split()
+    args = train_smart_gan.parse_args(["--config", str(CONFIGS / preset), *extra])
+    train_smart_gan.check_args(args)
+    assert args.dataset_name not in train_smart_gan.TOY_DATASETS and args.score
+    assert 0 <= args.smart_t_min <= args.smart_t_max < 1000 and args.smart_weight > 0
+
+
+def test_cifar10_preset_follows_the_paper():
+    args = train_smart_gan.parse_args(["--config", str(CONFIGS / "cifar10_ddpm.yaml")])
+    assert args.score == "google/ddpm-cifar10-32" and args.smart_weight == 0.01
+    assert (args.smart_t_min, args.smart_t_max, args.smart_interval) == (40, 60, 8)
+    assert args.d_learning_rate > args.g_learning_rate  # TTUR
