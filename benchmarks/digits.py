@@ -13,6 +13,7 @@ classifier (`smart_hf.evaluation`):
 Prints a markdown table and writes sample grids side by side (real digits, then each method's first seed).
 
     python benchmarks/digits.py                                   # seeds 0 1 2, the preset's budget
+    python benchmarks/digits.py --jobs 2                          # two runs at a time, one thread each
     python benchmarks/digits.py --seeds 0 1 --extra_args "--max_train_steps 1500"
 """
 
@@ -22,6 +23,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import matplotlib
 
@@ -47,11 +49,19 @@ COVERED_SHARE = 0.5 / NUM_CLASSES
 TARGET_IMPROVEMENT = 0.20
 
 
-def run_training(flags: list[str], output_dir: str) -> None:
+def run_training(flags: list[str], output_dir: str, threads: int | None) -> float:
+    """Trains one generator in a subprocess; returns its wall time in seconds."""
     command = [sys.executable, TRAIN_SCRIPT, "--config", PRESET, *flags, "--output_dir", output_dir]
-    completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    start = time.time()
+    completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     if completed.returncode:
         raise RuntimeError(f"Training failed ({' '.join(command)}):\n{completed.stderr[-3000:]}")
+    return time.time() - start
+
+
+def run_dir(output_root: str, name: str, seed: int) -> str:
+    return os.path.join(output_root, name.replace(" ", "").replace("+", "_"), str(seed))
 
 
 def sample(output_dir: str, num_samples: int, seed: int) -> torch.Tensor:
@@ -83,6 +93,9 @@ def main() -> None:
     parser.add_argument("--num_samples", type=int, default=2000, help="Generated images per run.")
     parser.add_argument("--extra_args", default="", help="Flags passed to every training run.")
     parser.add_argument("--output_dir", default="outputs/benchmarks/digits")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="Training runs at a time (each with one thread when above 1)."
+    )
     args = parser.parse_args()
 
     extractor = DigitsFeatureExtractor()
@@ -93,26 +106,30 @@ def main() -> None:
     real_row = judge(extractor, real[halves[1]], floor)
     rows = {"real digits": [{**real_row, "seconds": None}]}
     grids = {"real digits": real[:64]}
-    for name, flags in METHODS.items():
-        rows[name] = []
-        for seed in args.seeds:
-            output_dir = os.path.join(args.output_dir, name.replace(" ", "").replace("+", "_"), str(seed))
-            start = time.time()
-            run_training(["--seed", str(seed), *flags, *shlex.split(args.extra_args)], output_dir)
-            images = sample(output_dir, args.num_samples, seed)
-            result = {**judge(extractor, images, reference), "seconds": time.time() - start}
-            rows[name].append(result)
-            summary = (
-                f"FD_digits {result['fd']:.3f}, {result['covered']}/10 digits, {result['seconds']:.0f} s"
-            )
-            print(f"{name} seed {seed}: {summary}", flush=True)
-            if seed == args.seeds[0]:
-                grids[name] = images[:64]
+    runs = [(name, seed) for name in METHODS for seed in args.seeds]
+
+    def train(run: tuple[str, int]) -> float:
+        name, seed = run
+        flags = ["--seed", str(seed), *METHODS[name], *shlex.split(args.extra_args)]
+        seconds = run_training(flags, run_dir(args.output_dir, *run), 1 if args.jobs > 1 else None)
+        print(f"trained {name} seed {seed} in {seconds:.0f} s", flush=True)
+        return seconds
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        wall_times = dict(zip(runs, pool.map(train, runs), strict=True))
+    for name, seed in runs:
+        images = sample(run_dir(args.output_dir, name, seed), args.num_samples, seed)
+        result = {**judge(extractor, images, reference), "seconds": wall_times[name, seed]}
+        rows.setdefault(name, []).append(result)
+        summary = f"FD_digits {result['fd']:.3f}, {result['covered']}/10 digits, {result['seconds']:.0f} s"
+        print(f"{name} seed {seed}: {summary}", flush=True)
+        if seed == args.seeds[0]:
+            grids[name] = images[:64]
 
     print(
         f"\ndigits, seeds {args.seeds}, {args.num_samples} samples per run, preset {os.path.relpath(PRESET)}"
     )
-    print(f"extra args: {args.extra_args or '(none)'}\n")
+    print(f"extra args: {args.extra_args or '(none)'}; {args.jobs} training run(s) at a time\n")
     print(
         "| method | FD_digits | per seed | digits covered | class histogram 0–9 (%) | wall time per run (s) |"
     )

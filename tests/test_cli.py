@@ -2,12 +2,14 @@
 
 import json
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import smart_hf
 from smart_hf import cli, hub
 from smart_hf.models import DCGANGenerator, ResNetGenerator
 
@@ -143,3 +145,34 @@ def test_push(exported, monkeypatch, capsys):
 def test_push_refuses_a_non_export(training_output, capsys):
     assert cli.main(["push", str(training_output), "--repo-id", "user/gan"]) == 1
     assert "not a smart_hf export" in capsys.readouterr().err
+
+
+SCORE_MODEL = str(Path(smart_hf.__file__).parent / "assets" / "score_models" / "digits-unet")
+
+
+@pytest.mark.parametrize("sampler", cli.SAMPLERS)
+def test_generate_with_a_sampler(sampler, tmp_path, capsys):
+    """Every multi-step sampler draws images from a score model; a seed fixes them."""
+    grids = []
+    for name in ("a", "b"):
+        argv = ["generate", SCORE_MODEL, "--sampler", sampler, "--num-inference-steps", "3", "--seed", "1"]
+        argv += ["--num-images", "3", "--out", str(tmp_path / f"{name}.png")]
+        assert cli.main([*argv, "--save-individual", str(tmp_path / name)]) == 0
+        grids.append(np.asarray(Image.open(tmp_path / f"{name}.png")))
+    assert "3 images" in capsys.readouterr().out
+    assert np.array_equal(grids[0], grids[1])
+    assert [Image.open(tmp_path / "a" / f"{i:05d}.png").size for i in range(3)] == [(8, 8)] * 3
+
+
+def test_generate_sampler_errors(exported, tmp_path, capsys):
+    out = str(tmp_path / "g.png")
+    assert cli.main(["generate", SCORE_MODEL, "--out", out]) == 1
+    assert "no one-step generator" in capsys.readouterr().err
+    assert cli.main(["generate", str(exported), "--sampler", "cas", "--out", out]) == 1
+    assert "DDPMPipeline" in capsys.readouterr().err
+    assert cli.main(["generate", SCORE_MODEL, "--sampler", "ddim", "--eds", "--out", out]) == 1
+    assert "cas and als" in capsys.readouterr().err
+    assert cli.main(["generate", SCORE_MODEL, "--eds", "--out", out]) == 1
+    assert "only with --sampler" in capsys.readouterr().err
+    assert cli.main(["generate", SCORE_MODEL, "--sampler", "cas", "--class-label", "1", "--out", out]) == 1
+    assert "one-step" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """`smart-hf`: the command line of smart_hf.
 
     smart-hf generate <export folder, generator folder or Hub id> --num-images 16 --seed 0 --out grid.png
+    smart-hf generate <score model: a DDPMPipeline folder or Hub id> --sampler cas --eds
     smart-hf export <training output or generator folder> --out <export folder>
     smart-hf push <export folder> --repo-id <user/name>
     smart-hf evaluate <model as for generate, or image folder> --reference digits --metric fd_digits
@@ -18,12 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DiffusionPipeline
 
 from smart_hf import hub
+from smart_hf.annealed_sampling import AnnealedSamplingPipeline
 from smart_hf.evaluation import runner
 from smart_hf.image_grid import image_grid
 from smart_hf.pipelines import SmartOneStepPipeline
+from smart_hf.schedulers import AnnealedLangevinScheduler, ConsistentAnnealedSamplingScheduler
 
+SAMPLERS = ("ddpm", "ddim", "cas", "als")
+ANNEALED_SCHEDULERS = {"cas": ConsistentAnnealedSamplingScheduler, "als": AnnealedLangevinScheduler}
+DEFAULT_INFERENCE_STEPS = {"ddpm": 1000, "ddim": 50, "cas": 100, "als": 100}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -76,12 +83,93 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default="float32", help="Compute dtype (default: float32)."
     )
+    sampling = parser.add_argument_group(
+        "multi-step sampling of a score model",
+        "With --sampler, MODEL is a diffusion score model (a DDPMPipeline folder or Hub id with an "
+        "epsilon-prediction UNet, e.g. a teacher of SMaRt) sampled in many steps instead of a one-step GAN.",
+    )
+    sampling.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=None,
+        help="ddpm (ancestral), ddim (eta 0), cas (consistent annealed sampling) or als (annealed Langevin).",
+    )
+    sampling.add_argument(
+        "--num-inference-steps",
+        type=int,
+        default=None,
+        help="Steps (ddpm, ddim) or sigma levels (cas, als) (default: "
+        + ", ".join(f"{name} {steps}" for name, steps in DEFAULT_INFERENCE_STEPS.items())
+        + ").",
+    )
+    sampling.add_argument(
+        "--eds", action="store_true", help="cas/als: end with the Expected Denoised Sample step."
+    )
+    sampling.add_argument(
+        "--sigma-max",
+        type=float,
+        default=None,
+        help="cas/als: top of the geometric sigma ladder (default: the model's largest noise level).",
+    )
+
+
+def _load_score_sampler(args: argparse.Namespace) -> DiffusionPipeline:
+    """The score model `args.model` with the multi-step sampler `args.sampler`."""
+    path = Path(args.model)
+    if not path.exists() and args.model.count("/") != 1:
+        raise ValueError(f"{args.model!r} is neither a folder nor a Hub id like 'user/model'.")
+    if path.is_dir():
+        index = path / DDPMPipeline.config_name
+        components = DiffusionPipeline.load_config(path) if index.is_file() else {}
+        if not {"unet", "scheduler"} <= components.keys():
+            raise ValueError(
+                f"--sampler samples a diffusion score model saved as a DDPMPipeline (a {index.name} naming a "
+                f"unet and a scheduler); {args.model} is not one. One-step generators need no --sampler."
+            )
+    teacher = DDPMPipeline.from_pretrained(args.model, torch_dtype=DTYPES[args.dtype])
+    if args.sampler == "ddpm":
+        return teacher
+    if args.sampler == "ddim":
+        return DDIMPipeline(unet=teacher.unet, scheduler=DDIMScheduler.from_config(teacher.scheduler.config))
+    scheduler = ANNEALED_SCHEDULERS[args.sampler].from_config(
+        teacher.scheduler.config, sigma_max=args.sigma_max, use_eds=args.eds
+    )
+    return AnnealedSamplingPipeline(unet=teacher.unet, scheduler=scheduler)
+
+
+def _check_sampling_arguments(args: argparse.Namespace) -> None:
+    if args.sampler is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--num-inference-steps", args.num_inference_steps),
+                ("--eds", args.eds or None),
+                ("--sigma-max", args.sigma_max),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: only with --sampler (a score model sampled in many steps)."
+            )
+        return
+    if args.class_label is not None or args.truncation != 1.0:
+        raise ValueError("--class-label and --truncation are for one-step GANs, not for --sampler.")
+    if args.sampler in ("ddpm", "ddim") and (args.eds or args.sigma_max is not None):
+        raise ValueError("--eds and --sigma-max are options of the cas and als samplers.")
+    if args.num_inference_steps is not None and args.num_inference_steps < 1:
+        raise ValueError(f"--num-inference-steps must be >= 1, got {args.num_inference_steps}.")
 
 
 def _load_pipeline(model: str, torch_dtype: torch.dtype) -> SmartOneStepPipeline:
     path = Path(model)
     if path.is_dir() and not (path / SmartOneStepPipeline.config_name).is_file():
         return SmartOneStepPipeline(gan=hub.load_generator(path, torch_dtype=torch_dtype))
+    if (path / DDPMPipeline.config_name).is_file() and "gan" not in DiffusionPipeline.load_config(path):
+        raise ValueError(
+            f"{model} holds no one-step generator (no `gan` component); a diffusion score model is sampled "
+            f"with --sampler {{{','.join(SAMPLERS)}}}."
+        )
     if not path.exists() and model.count("/") != 1:
         raise ValueError(f"{model!r} is neither a folder nor a Hub id like 'user/model'.")
     return SmartOneStepPipeline.from_pretrained(model, torch_dtype=torch_dtype)
@@ -90,17 +178,20 @@ def _load_pipeline(model: str, torch_dtype: torch.dtype) -> SmartOneStepPipeline
 def run_generate(args: argparse.Namespace) -> None:
     if args.num_images < 1 or args.batch_size < 1:
         raise ValueError("--num-images and --batch-size must be >= 1.")
-    pipeline = _load_pipeline(args.model, DTYPES[args.dtype]).to(args.device)
+    _check_sampling_arguments(args)
+    if args.sampler is None:
+        pipeline = _load_pipeline(args.model, DTYPES[args.dtype])
+        call_arguments = {"class_labels": args.class_label, "truncation": args.truncation}
+    else:
+        pipeline = _load_score_sampler(args)
+        steps = args.num_inference_steps or DEFAULT_INFERENCE_STEPS[args.sampler]
+        call_arguments = {"num_inference_steps": steps}
+    pipeline = pipeline.to(args.device)
     generator = torch.Generator().manual_seed(args.seed)
     images = []
     for start in range(0, args.num_images, args.batch_size):
         batch_size = min(args.batch_size, args.num_images - start)
-        images += pipeline(
-            batch_size=batch_size,
-            class_labels=args.class_label,
-            generator=generator,
-            truncation=args.truncation,
-        ).images
+        images += pipeline(batch_size=batch_size, generator=generator, **call_arguments).images
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     image_grid(images, num_columns=args.columns).save(args.out)
     print(f"Wrote a grid of {len(images)} images to {args.out}")
