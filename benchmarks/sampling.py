@@ -1,8 +1,9 @@
 """Sampling benchmark: ALS, ALS + EDS, CAS and CAS + EDS at equal numbers of network evaluations (NFE).
 
-- digits: the shipped 8×8 digits score model (digits-unet), scored by FD_digits, the Fréchet distance in the
-  digits classifier's features (`smart_hf.evaluation`), against all 1,797 real digits. Two reference rows give
-  the scale: DDIM with as many steps, and real digits (a subset of the reference of the same size, the
+- digits: the shipped 8×8 digits score model (digits-unet) and, with --train_digits_steps, a DSM-only UNet
+  and hybrid (--adversarial) ones trained here with the shipped model's recipe, scored by FD_digits, the
+  Fréchet distance in the digits classifier's features (`smart_hf.evaluation`), against all 1,797 real
+  digits. Two reference rows give the scale: DDIM with as many steps, and real digits (a subset of the reference of the same size, the
   distance's small-sample floor). FD_digits is not comparable with published (Inception) FIDs.
 - grid25: the exact score, the shipped learned score (grid25-mlp) and, with --train_grid25_steps, a DSM-only
   score model and hybrid (--adversarial) ones, one per --adversarial_weights, trained here by
@@ -18,6 +19,7 @@ points (NCSNv2's technique 1): 10 for digits, 12 for grid25.
 
     OMP_NUM_THREADS=1 python benchmarks/sampling.py --num_samples 500 --nfe 100 \
         --train_grid25_steps 3000 --adversarial_weights 1 0.1
+    OMP_NUM_THREADS=1 python benchmarks/sampling.py --parts digits --train_digits_steps 1500
 
 Samplers start from the same seed; sample grids of the digits runs go to --output_dir, all numbers to
 results.json there.
@@ -33,7 +35,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from diffusers import DDIMScheduler, DDPMPipeline, UNet2DModel
+from diffusers import DDIMScheduler, DDPMPipeline
 from PIL import Image
 
 from smart_hf.data import load_image_dataset
@@ -56,6 +58,15 @@ ALS_STEPS_PER_LEVEL = 5
 GRID25_RECIPE = [
     "--dataset_name", "grid25", "--hidden_dim", "128", "--num_layers", "3", "--train_batch_size", "512",
     "--use_ema", "--checkpointing_steps", "0", "--logging_steps", "100", "--seed", "0",
+]  # fmt: skip
+
+# The recipe of the shipped digits-unet (its README), for the digits DSM-only / hybrid comparison.
+DIGITS_RECIPE = [
+    "--dataset_name", "digits", "--resolution", "8", "--channels", "1",
+    "--block_out_channels", "32", "64", "64", "--layers_per_block", "1", "--norm_num_groups", "8",
+    "--train_batch_size", "64", "--learning_rate", "1e-3",
+    "--lr_scheduler", "cosine", "--lr_warmup_steps", "200", "--max_grad_norm", "1.0", "--use_ema",
+    "--checkpointing_steps", "0", "--logging_steps", "100", "--num_sample_images", "16", "--seed", "0",
 ]  # fmt: skip
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -122,6 +133,10 @@ def mlp_noise_predictor(folder: str) -> NoisePredictor:
     return lambda x, t: mlp(x, t).sample
 
 
+def unet_noise_predictor(unet) -> NoisePredictor:
+    return lambda x, t: unet(x, t).sample
+
+
 def to_images(samples: torch.Tensor) -> torch.Tensor:
     """Samples in [−1, 1] quantised to 8 bits, as saved images would be."""
     return ((samples.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
@@ -133,8 +148,9 @@ def save_grid(images: torch.Tensor, path: str) -> None:
 
 
 def digits_benchmark(args: argparse.Namespace) -> list[dict]:
-    folder = os.path.join(SCORE_MODELS, "digits-unet")
-    unet = UNet2DModel.from_pretrained(folder, subfolder="unet").eval()
+    models = {"shipped digits-unet (DSM)": os.path.join(SCORE_MODELS, "digits-unet")}
+    if args.train_digits_steps:
+        models.update(train_score_models(args, "digits", DIGITS_RECIPE, args.train_digits_steps, "unet"))
     extractor = DigitsFeatureExtractor()
     real = torch.stack([item["images"] for item in load_image_dataset("digits")])
     reference = FeatureStatistics.from_features(extractor.extract(real))
@@ -143,56 +159,58 @@ def digits_benchmark(args: argparse.Namespace) -> list[dict]:
         return frechet_distance(FeatureStatistics.from_features(extractor.extract(images)), reference)
 
     subset = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(args.seed))]
-    rows = [
-        {"sampler": "real digits (subset of the reference)", "nfe": 0, "fd": fd(subset[: args.num_samples])}
-    ]
-    start = time.time()
-    pipeline = DDPMPipeline.from_pretrained(folder)
-    pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
-    pipeline.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(args.seed)
-    ddim = pipeline(
-        batch_size=args.num_samples, generator=generator, num_inference_steps=args.nfe, output_type="pt"
-    ).images
-    ddim = to_images(ddim * 2 - 1)
-    rows.append({"sampler": "DDIM (η = 0)", "nfe": args.nfe, "fd": fd(ddim), "seconds": time.time() - start})
-    print(rows[-1], flush=True)
-
+    real_fd = fd(subset[: args.num_samples])
+    rows = [{"score": "—", "sampler": "real digits (subset of the reference)", "nfe": 0, "fd": real_fd}]
     shape = (args.num_samples, 1, 8, 8)
-    for name, (scheduler_class, options, levels) in samplers(args.nfe).items():
+    for score_name, folder in models.items():
         start = time.time()
-        scheduler = build_scheduler(scheduler_class, options, args.digits_sigma_max, args.sigma_min)
-        plain, eds = sample_with_and_without_eds(
-            lambda x, t: unet(x, t).sample, scheduler, shape, levels, args.seed
-        )
+        pipeline = DDPMPipeline.from_pretrained(folder)
+        pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+        pipeline.set_progress_bar_config(disable=True)
+        generator = torch.Generator().manual_seed(args.seed)
+        ddim = pipeline(
+            batch_size=args.num_samples, generator=generator, num_inference_steps=args.nfe, output_type="pt"
+        ).images
         seconds = time.time() - start
-        nfe = len(scheduler.timesteps) - 1
-        for label, samples, extra in ((name, plain, 0), (f"{name} + EDS", eds, 1)):
-            images = to_images(samples)
-            rows.append({"sampler": label, "nfe": nfe + extra, "fd": fd(images), "seconds": seconds})
-            slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
-            save_grid(images, os.path.join(args.output_dir, f"digits_{slug}.png"))
-            print(rows[-1], flush=True)
+        row = {"score": score_name, "sampler": "DDIM (η = 0)", "nfe": args.nfe, "seconds": seconds}
+        rows.append({**row, "fd": fd(to_images(ddim * 2 - 1))})
+        print(rows[-1], flush=True)
+        predict_noise = unet_noise_predictor(pipeline.unet.eval())
+        for name, (scheduler_class, options, levels) in samplers(args.nfe).items():
+            start = time.time()
+            scheduler = build_scheduler(scheduler_class, options, args.digits_sigma_max, args.sigma_min)
+            plain, eds = sample_with_and_without_eds(predict_noise, scheduler, shape, levels, args.seed)
+            seconds = time.time() - start
+            nfe = len(scheduler.timesteps) - 1
+            for label, samples, extra in ((name, plain, 0), (f"{name} + EDS", eds, 1)):
+                images = to_images(samples)
+                row = {"score": score_name, "sampler": label, "nfe": nfe + extra, "seconds": seconds}
+                rows.append({**row, "fd": fd(images)})
+                slug = re.sub(r"[^a-z0-9]+", "_", f"{score_name} {label}".lower()).strip("_")
+                save_grid(images, os.path.join(args.output_dir, f"digits_{slug}.png"))
+                print(rows[-1], flush=True)
     return rows
 
 
-def train_grid25_models(args: argparse.Namespace) -> dict[str, str]:
-    """A DSM-only grid25 score model and a hybrid one per adversarial weight, trained with the same recipe
+def train_score_models(
+    args: argparse.Namespace, dataset: str, recipe: list[str], steps: int, model_folder: str
+) -> dict[str, str]:
+    """A DSM-only score model and a hybrid one per adversarial weight, trained with the same recipe
     (once: an existing output folder is reused)."""
-    runs = {"DSM only": ("grid25-dsm", [])}
+    runs = {"DSM only": (f"{dataset}-dsm", [])}
     for weight in args.adversarial_weights:
         flags = ["--adversarial", "--adversarial_weight", f"{weight:g}"]
-        runs[f"hybrid, λ_adv = {weight:g}"] = (f"grid25-hybrid-w{weight:g}", flags)
+        runs[f"hybrid, λ_adv = {weight:g}"] = (f"{dataset}-hybrid-w{weight:g}", flags)
     folders = {}
     for name, (folder, flags) in runs.items():
-        folder = os.path.join(args.output_dir, folder)
-        if not os.path.isdir(os.path.join(folder, "score_model")):
-            command = [sys.executable, TRAIN_SCRIPT, *GRID25_RECIPE, *flags, "--output_dir", folder]
-            command += ["--max_train_steps", str(args.train_grid25_steps)]
+        folder = os.path.join(args.output_dir, f"{folder}-{steps}")
+        if not os.path.isdir(os.path.join(folder, model_folder)):
+            command = [sys.executable, TRAIN_SCRIPT, *recipe, *flags, "--output_dir", folder]
+            command += ["--max_train_steps", str(steps)]
             print("Training:", " ".join(command), flush=True)
             env = {**os.environ, "TQDM_DISABLE": "1"}
             subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        folders[name] = folder
+        folders[f"{name}, {steps} steps"] = folder
     return folders
 
 
@@ -200,7 +218,9 @@ def grid25_benchmark(args: argparse.Namespace) -> list[dict]:
     dataset = load_toy_dataset("grid25")
     models = {"shipped grid25-mlp (DSM)": os.path.join(SCORE_MODELS, "grid25-mlp")}
     if args.train_grid25_steps:
-        models.update(train_grid25_models(args))
+        models.update(
+            train_score_models(args, "grid25", GRID25_RECIPE, args.train_grid25_steps, "score_model")
+        )
     predictors = {"exact score": None, **{name: mlp_noise_predictor(path) for name, path in models.items()}}
     rows = []
     for score_name, predictor in predictors.items():
@@ -221,10 +241,10 @@ def grid25_benchmark(args: argparse.Namespace) -> list[dict]:
 def print_tables(digits_rows: list[dict], grid25_rows: list[dict], args: argparse.Namespace) -> None:
     if digits_rows:
         print(f"\n### digits-unet, {args.num_samples} samples, FD_digits (lower is better)\n")
-        print("| sampler | NFE | FD_digits |")
-        print("|---|---|---|")
+        print("| score | sampler | NFE | FD_digits |")
+        print("|---|---|---|---|")
         for row in digits_rows:
-            print(f"| {row['sampler']} | {row['nfe']} | {row['fd']:.2f} |")
+            print(f"| {row['score']} | {row['sampler']} | {row['nfe']} | {row['fd']:.2f} |")
     if grid25_rows:
         print(f"\n### grid25, {args.toy_samples} samples\n")
         print("| score | sampler | NFE | modes | within 3 std % | sliced W1 |")
@@ -248,6 +268,7 @@ def main() -> None:
     parser.add_argument("--grid25_sigma_max", type=float, default=12.0)
     parser.add_argument("--sigma_min", type=float, default=0.01)
     parser.add_argument("--train_grid25_steps", type=int, default=0, help="0: no DSM/hybrid comparison.")
+    parser.add_argument("--train_digits_steps", type=int, default=0, help="0: no DSM/hybrid comparison.")
     parser.add_argument(
         "--adversarial_weights", type=float, nargs="+", default=[1.0], help="One hybrid model per weight."
     )
