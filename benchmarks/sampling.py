@@ -3,8 +3,9 @@
 - digits: the shipped 8×8 digits score model (digits-unet) and, with --train_digits_steps, a DSM-only UNet
   and hybrid (--adversarial) ones trained here with the shipped model's recipe, scored by FD_digits, the
   Fréchet distance in the digits classifier's features (`smart_hf.evaluation`), against all 1,797 real
-  digits. Two reference rows give the scale: DDIM with as many steps, and real digits (a subset of the reference of the same size, the
-  distance's small-sample floor). FD_digits is not comparable with published (Inception) FIDs.
+  digits. Two reference rows give the scale: DDIM with as many steps, and real digits (a subset of the
+  reference of the same size, the distance's small-sample floor). FD_digits is not comparable with
+  published (Inception) FIDs.
 - grid25: the exact score, the shipped learned score (grid25-mlp) and, with --train_grid25_steps, a DSM-only
   score model and hybrid (--adversarial) ones, one per --adversarial_weights, trained here by
   training/train_score_model.py with the same recipe, scored by the toy metrics (modes covered, % within
