@@ -135,6 +135,26 @@ def test_bf16_mixed_precision(tmp_path, score):
     assert results["global_step"] == 2 and results["nonfinite_steps"] == 0
 
 
+def test_masked_and_diffusion_gan_on_digits_log_and_resume(tmp_path, score):
+    flags = (
+        f"--dataset_name digits --score {score} --masked_gan both --mask_patch_size 2 --diffusion_gan "
+        "--diffusion_gan_t_max 20 --checkpointing_steps 2 --logger tensorboard --r1_gamma 0.1 --r1_interval 1"
+    ).split()
+    run(tmp_path, *flags, "--max_train_steps", "2")
+    results = run(tmp_path, *flags, "--max_train_steps", "4", "--resume_from_checkpoint", "latest")
+    assert results["global_step"] == 4 and results["nonfinite_steps"] == 0
+    checkpoint = tmp_path / "checkpoint-4"
+    spectral, diffusion = (torch.load(checkpoint / f"custom_checkpoint_{i}.pkl") for i in range(2))
+    assert spectral["margins"].shape == (4,) and diffusion["num_steps"] == 5
+    assert json.loads((checkpoint / "discriminator" / "config.json").read_text())["num_timesteps"] == 21
+    scalars = set()
+    for path in (tmp_path / "logs").rglob("events.out.tfevents.*"):
+        events = EventAccumulator(str(path))
+        events.Reload()
+        scalars |= set(events.Tags()["scalars"])
+    assert {"mask_band_0_p", "mask_band_3_p", "diffusion_T", "diffusion_p"} <= scalars
+
+
 def save_dataset_without_images(path):
     datasets.Dataset.from_dict({"label": [0, 1], "text": ["a", "b"]}).save_to_disk(path)
     return str(path)
@@ -174,6 +194,14 @@ BAD_INPUTS = {
         "not supported",
     ),
     "push without id": (lambda tmp, score: "--dataset_name digits --push_to_hub", "needs --hub_model_id"),
+    "empty frequency bands": (
+        lambda tmp, score: f"--dataset_name digits --score {score} --masked_gan spectral --mask_num_bands 40",
+        "8×8 images leave some of 40 frequency bands empty",
+    ),
+    "mask ratio": (
+        lambda tmp, score: f"--dataset_name digits --score {score} --masked_gan spatial --mask_ratio 0",
+        "mask ratio must lie in",
+    ),
 }
 
 
@@ -202,7 +230,10 @@ def test_config_file_sets_defaults_that_flags_override(tmp_path):
 
 
 # What a preset leaves to the user: ImageNet-64 has no public teacher or data set in the right format.
-PRESET_ARGUMENTS = {"imagenet64.yaml": "--train_data_dir path/to/imagenet64 --score path/to/unet"}
+PRESET_ARGUMENTS = {
+    "imagenet64.yaml": "--train_data_dir path/to/imagenet64 --score path/to/unet",
+    "ttur.yaml": "--dataset_name digits",  # an overlay of optimizer settings only
+}
 
 
 @pytest.mark.parametrize("preset", sorted(path.name for path in CONFIGS.glob("*.yaml")))

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 import train_smart_gan
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from smart_hf.models.toy_mlp import MLPNoisePredictor, ToyGenerator
 
@@ -55,6 +56,8 @@ def test_learned_score_folder_is_accepted(tmp_path):
         (["--smart_t_min", "10", "--smart_t_max", "1000"], "outside the score model's schedule"),
         (["--smart_weight", "-0.1"], "must be >= 0"),
         (["--smart_interval", "0"], "interval must be >= 1"),
+        (["--masked_gan", "spatial"], "grid25 is a toy 2-D set. Use --masked_gan none"),
+        (["--diffusion_gan", "--diffusion_gan_t_min", "0"], "Diffusion-GAN needs 1 <= t_min <= t_max"),
     ],
 )
 def test_bad_inputs_fail_before_training(tmp_path, flags, message):
@@ -109,3 +112,48 @@ def test_toy_run_resumes_with_ema(tmp_path):
     state = json.loads((tmp_path / "checkpoint-20" / "training_state.json").read_text())
     assert results["global_step"] == state["global_step"] == 20 and state["ema"]["optimization_step"] == 20
     assert (tmp_path / "generator_ema" / "config.json").exists()
+
+
+DIFFUSION_GAN = (
+    "--diffusion_gan --diffusion_gan_t_max 50 --diffusion_gan_d_target -0.5 --diffusion_gan_ada_kimg 1"
+).split()  # T moves 0.128·(50 − 5) steps per 4 minibatches of 32
+
+
+def test_diffusion_gan_toy_run_conditions_d_on_t_and_logs_t_and_r_d(tmp_path):
+    results = run(tmp_path, *DIFFUSION_GAN, "--checkpointing_steps", "20", "--logger", "tensorboard")
+    assert results["global_step"] == 20 and results["nonfinite_steps"] == 0
+    config = json.loads((tmp_path / "checkpoint-20" / "discriminator" / "config.json").read_text())
+    assert config["num_timesteps"] == 51
+    events = EventAccumulator(str(next((tmp_path / "logs").rglob("events.out.tfevents.*"))))
+    events.Reload()
+    assert {"diffusion_T", "diffusion_p", "diffusion_r_d"} <= set(events.Tags()["scalars"])
+
+
+def test_diffusion_gan_state_resumes_exactly(tmp_path):
+    """p, T, the t-list and a half-finished adaptation interval come back from the checkpoint: a run stopped
+    at step 10 and resumed ends like an uninterrupted one."""
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    flags = [*DIFFUSION_GAN, "--checkpointing_steps", "10"]
+    run(whole, *flags)
+    run(resumed, *flags, "--max_train_steps", "10")
+    run(resumed, *flags, "--resume_from_checkpoint", "latest")
+    states = [
+        torch.load(path / "checkpoint-20" / "custom_checkpoint_1.pkl", weights_only=True)
+        for path in (whole, resumed)
+    ]
+    assert states[0]["p"] > 0 and states[0]["num_steps"] > 5  # T has moved
+    assert states[0].keys() == states[1].keys()
+    for key, value in states[0].items():
+        assert torch.equal(value, states[1][key]) if torch.is_tensor(value) else value == states[1][key]
+    weights = [ToyGenerator.from_pretrained(path / "generator").state_dict() for path in (whole, resumed)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_resuming_with_another_diffusion_gan_setting_is_refused(tmp_path):
+    run(tmp_path, "--checkpointing_steps", "10", "--max_train_steps", "10")
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint-10 was built without Diffusion-GAN, but this run needs "
+        r"one for Diffusion-GAN with t_max 50",
+    ):
+        run(tmp_path, *DIFFUSION_GAN, "--resume_from_checkpoint", "latest")

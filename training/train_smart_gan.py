@@ -11,7 +11,10 @@ digits: the shipped `digits-unet`), or for toy data the exact score of the mixtu
 of `accelerator.prepare`: its weights never change, but SMaRt's gradient flows through it into the generator.
 
 Each step runs --d_steps_per_g_step discriminator steps, then one generator step, with
-`smart_hf.losses.GANLoss` (adversarial loss; lazy R1 for D; lazy SMaRt for G). A class-conditional run passes
+`smart_hf.losses.GANLoss` (adversarial loss; lazy R1 for D; lazy SMaRt for G). D's inputs can be masked
+(--masked_gan, MaskedGAN) and diffused (--diffusion_gan, Diffusion-GAN), D's features modulated by noise
+with a consistency loss (--nice, NICE), and the fakes refined along D's gradient (--nats, NATS); separate
+Adam settings per network give TTUR (--config training/configs/ttur.yaml). A class-conditional run passes
 the batch's class labels to G, D and the score model. A step whose loss is not finite on some process is not
 applied; after --max_nonfinite_steps such steps in a row the run stops, naming the checkpoint to resume from.
 
@@ -20,7 +23,7 @@ step counters and the EMA state, and accelerate's optimizer and random states) c
 --resume_from_checkpoint latest. The output folder gets generator/ (and generator_ema/) and metrics.json,
 which `smart-hf export` reads; image runs also get samples.png, samples/ (grids during training) and
 pipeline/ (a Hub-ready export, uploaded with --push_to_hub); toy runs get a scatter plot. Presets of the
-paper's settings: --config training/configs/<name>.yaml, overridden by flags given on the command line.
+paper's settings: --config training/configs/<name>.yaml (repeatable), overridden by flags on the command line.
 """
 
 import argparse
@@ -52,8 +55,10 @@ from train_score_model import ToyBatches, find_checkpoint, prune_checkpoints  # 
 import smart_hf  # noqa: E402
 from smart_hf import hub  # noqa: E402
 from smart_hf.data import DIGITS, load_image_dataset  # noqa: E402
+from smart_hf.diffusion_gan import T_SAMPLINGS, DiffusionAugment  # noqa: E402
 from smart_hf.hub import _sample_grid as sample_grid  # noqa: E402
-from smart_hf.losses import ADVERSARIAL_LOSSES, GANLoss  # noqa: E402
+from smart_hf.losses import ADVERSARIAL_LOSSES, DiscriminatorAugmentation, GANLoss  # noqa: E402
+from smart_hf.masked_gan import BalancedSpectralMask, ShiftedSpatialMask  # noqa: E402
 from smart_hf.models import (  # noqa: E402
     DCGANDiscriminator,
     DCGANGenerator,
@@ -62,6 +67,8 @@ from smart_hf.models import (  # noqa: E402
     ToyDiscriminator,
     ToyGenerator,
 )
+from smart_hf.nats import ANNEAL_SCHEDULES, NATSRefiner  # noqa: E402
+from smart_hf.nice import NICERegularizer  # noqa: E402
 from smart_hf.scores import ScoreFunction, load_score_model  # noqa: E402
 from smart_hf.smart import GRADIENT_MODES, SmartRegularizer  # noqa: E402
 from smart_hf.toy2d import TOY_DATASETS, ToyDataset, load_toy_dataset, toy_metrics  # noqa: E402
@@ -105,9 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config",
+        action="append",
         default=None,
         help="A YAML or JSON file of option values (keys: option names without '--'), e.g. a preset from "
-        "training/configs/; options given on the command line override it.",
+        "training/configs/; may be repeated (later files override earlier ones, e.g. digits.yaml then "
+        "ttur.yaml); options given on the command line override them all.",
     )
     data = parser.add_argument_group("data and output")
     data.add_argument(
@@ -187,6 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument("--adam_beta1", type=float, default=0.0)
     training.add_argument("--adam_beta2", type=float, default=0.9)
+    training.add_argument(
+        "--g_adam_betas",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("BETA1", "BETA2"),
+        help="The generator's Adam betas (TTUR; default: --adam_beta1 --adam_beta2).",
+    )
+    training.add_argument(
+        "--d_adam_betas",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("BETA1", "BETA2"),
+        help="The discriminator's Adam betas (TTUR; default: --adam_beta1 --adam_beta2).",
+    )
     training.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"])
     training.add_argument("--use_ema", action="store_true", help="Keep an EMA of the generator (exported).")
     training.add_argument("--ema_max_decay", type=float, default=0.999)
@@ -213,6 +238,106 @@ def build_parser() -> argparse.ArgumentParser:
     smart.add_argument("--smart_gradient", default="full", choices=GRADIENT_MODES)
     smart.add_argument(
         "--smart_scale_by_interval", action="store_true", help="Multiply lambda by the interval."
+    )
+
+    efficient = parser.add_argument_group("data-efficient discriminator")
+    efficient.add_argument(
+        "--diffusion_gan",
+        action="store_true",
+        help="Diffusion-GAN: diffuse D's real and fake inputs by an adaptive number of steps T; D is told t.",
+    )
+    efficient.add_argument("--diffusion_gan_t_min", type=int, default=5, help="Smallest (and first) T.")
+    efficient.add_argument(
+        "--diffusion_gan_t_max",
+        type=int,
+        default=None,
+        help="Largest T (default: 1000 for priority sampling, 500 for uniform).",
+    )
+    efficient.add_argument(
+        "--diffusion_gan_sampling",
+        default="priority",
+        choices=T_SAMPLINGS,
+        help="How the non-zero half of the t-list is drawn from 1..T: p(t) ∝ t, or uniformly.",
+    )
+    efficient.add_argument(
+        "--diffusion_gan_d_target", type=float, default=0.6, help="Target of r_d = E[sign(D(diffused real))]."
+    )
+    efficient.add_argument(
+        "--diffusion_gan_ada_kimg",
+        type=float,
+        default=100.0,
+        help="Thousands of real samples for T to go from T_min to T_max.",
+    )
+    efficient.add_argument(
+        "--diffusion_gan_sigma", type=float, default=0.05, help="Noise scale (0.05 for images in [−1, 1])."
+    )
+    efficient.add_argument(
+        "--masked_gan",
+        default="none",
+        choices=["none", "spatial", "spectral", "both"],
+        help="MaskedGAN (images): mask D's real and fake inputs by shifted patches and/or frequency bands.",
+    )
+    efficient.add_argument(
+        "--mask_ratio", type=float, default=0.3, help="Fraction of pixels masked (spatial)."
+    )
+    efficient.add_argument("--mask_patch_size", type=int, default=4, help="Patch size in pixels (spatial).")
+    efficient.add_argument("--mask_num_bands", type=int, default=4, help="Radial frequency bands (spectral).")
+    efficient.add_argument(
+        "--mask_bands_per_image", type=int, default=1, help="Bands removed from each image (spectral)."
+    )
+    efficient.add_argument(
+        "--nice",
+        action="store_true",
+        help="NICE: multiply D's later features by N(1, beta²) noise in the discriminator phase, with an "
+        "adaptive beta and a consistency loss between two noisy passes.",
+    )
+    efficient.add_argument(
+        "--nice_target", type=float, default=0.6, help="beta rises while E[sign(D(real))] exceeds this."
+    )
+    efficient.add_argument("--nice_beta_max", type=float, default=1.0, help="Largest beta.")
+    efficient.add_argument(
+        "--nice_ada_kimg",
+        type=float,
+        default=100.0,
+        help="Thousands of real samples for beta to cross [0, max].",
+    )
+    efficient.add_argument(
+        "--nice_interval", type=int, default=4, help="Discriminator steps between two beta adjustments."
+    )
+    efficient.add_argument(
+        "--nice_consistency_weight", type=float, default=1.0, help="Weight of the consistency loss."
+    )
+
+    nats = parser.add_argument_group("NATS (annealed functional-gradient refinement)")
+    nats.add_argument(
+        "--nats",
+        action="store_true",
+        help="Refine fakes along D's input gradient, x ← x + eta·w·∇_x D(x); D trains on the refined fakes, "
+        "G also regresses onto them; w anneals over training. Image exports then include the discriminator.",
+    )
+    nats.add_argument("--nats_steps", type=int, default=5, help="Refinement steps K.")
+    nats.add_argument("--nats_step_size", type=float, default=0.25, help="Step size eta.")
+    nats.add_argument(
+        "--nats_anneal",
+        default="linear",
+        choices=ANNEAL_SCHEDULES,
+        help="How the weight goes from 1 to --nats_final_weight.",
+    )
+    nats.add_argument(
+        "--nats_anneal_steps",
+        type=int,
+        default=None,
+        help="Generator steps of the annealing (default: --max_train_steps).",
+    )
+    nats.add_argument("--nats_final_weight", type=float, default=0.0, help="Weight after the annealing.")
+    nats.add_argument(
+        "--nats_step_decay", type=float, default=1.0, help="Each refinement step's weight times this."
+    )
+    nats.add_argument(
+        "--nats_regression_weight",
+        type=float,
+        default=1.0,
+        help="Weight of G's regression onto its refined samples (0 = D-side only).",
     )
 
     outputs = parser.add_argument_group("checkpoints, logging, samples and the Hub")
@@ -257,6 +382,8 @@ def config_arguments(path: str, parser: argparse.ArgumentParser) -> list[str]:
             if not isinstance(value, bool):
                 raise ValueError(f"{path}: {key} is a switch; give true or false, not {value!r}.")
             tokens += [flag] if value else []
+        elif isinstance(value, list):  # an option of several values, e.g. d_adam_betas: [0.0, 0.9]
+            tokens += [flag, *map(str, value)]
         elif value is not None:
             tokens += [flag, str(value)]
     return tokens
@@ -266,9 +393,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     config_parser = argparse.ArgumentParser(add_help=False)
-    config_parser.add_argument("--config")
-    config_path = config_parser.parse_known_args(argv)[0].config
-    args = parser.parse_args((config_arguments(config_path, parser) if config_path else []) + argv)
+    config_parser.add_argument("--config", action="append", default=[])
+    config_paths = config_parser.parse_known_args(argv)[0].config
+    args = parser.parse_args(
+        [token for path in config_paths for token in config_arguments(path, parser)] + argv
+    )
 
     if args.dataset_name is None and args.train_data_dir is None:
         args.dataset_name = DEFAULT_DATASET
@@ -277,6 +406,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.score = "analytic"
         elif args.dataset_name == DIGITS:
             args.score = DIGITS_SCORE
+    if args.diffusion_gan_t_max is None:  # the paper's T_max for each sampling
+        args.diffusion_gan_t_max = 1000 if args.diffusion_gan_sampling == "priority" else 500
+    for betas in ("g_adam_betas", "d_adam_betas"):  # TTUR: each optimizer's betas, the shared ones by default
+        if getattr(args, betas) is None:
+            setattr(args, betas, [args.adam_beta1, args.adam_beta2])
+    if args.nats and args.nats_anneal_steps is None and args.nats_anneal != "constant":
+        args.nats_anneal_steps = args.max_train_steps
     return args
 
 
@@ -312,6 +448,35 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--max_nonfinite_steps must be >= 1, got {args.max_nonfinite_steps}.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/smart-gan-digits).")
+    if is_toy and args.masked_gan != "none":
+        raise ValueError(
+            f"--masked_gan {args.masked_gan} masks image patches and 2-D frequency bands; --dataset_name "
+            f"{name} is a toy 2-D set. Use --masked_gan none (--diffusion_gan works on toy data)."
+        )
+    for betas in ("g_adam_betas", "d_adam_betas"):
+        if not all(0 <= beta < 1 for beta in getattr(args, betas)):
+            raise ValueError(f"--{betas} must lie in [0, 1), got {getattr(args, betas)} (TTUR: 0 0.9).")
+    check_nice_and_nats(args, is_toy)
+    checkpoint = args.resume_from_checkpoint and find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    if checkpoint:
+        check_checkpoint_timesteps(args, checkpoint)
+
+
+def check_checkpoint_timesteps(args: argparse.Namespace, checkpoint: str) -> None:
+    """The checkpoint's discriminator must have the timestep input this run gives it (t_max + 1 embeddings
+    with --diffusion_gan, none without)."""
+    with open(os.path.join(checkpoint, "discriminator", "config.json")) as f:
+        saved = json.load(f).get("num_timesteps", 0)
+    needed = args.diffusion_gan_t_max + 1 if args.diffusion_gan else 0
+    if saved != needed:
+        built, wanted = (
+            f"for Diffusion-GAN with t_max {n - 1}" if n else "without Diffusion-GAN" for n in (saved, needed)
+        )
+        raise ValueError(
+            f"The discriminator in {checkpoint} was built {built}, but this run needs one {wanted}: resume "
+            "with the checkpoint's --diffusion_gan and --diffusion_gan_t_max, or start a new run in another "
+            "--output_dir."
+        )
 
 
 def build_score(args: argparse.Namespace, toy: ToyDataset | None, dtype: torch.dtype) -> ScoreFunction:
@@ -344,9 +509,114 @@ def build_image_models(
         in_channels=channels,
         resolution=resolution,
         num_classes=num_classes,
+        num_timesteps=discriminator_timesteps(args),
         base_channels=args.d_base_channels,
     )
     return generator, discriminator
+
+
+def discriminator_timesteps(args: argparse.Namespace) -> int:
+    """Size of D's timestep input: t = 0..t_max with --diffusion_gan, none (0) without."""
+    return args.diffusion_gan_t_max + 1 if args.diffusion_gan else 0
+
+
+def build_discriminator_augmentations(
+    args: argparse.Namespace, resolution: int | None, accelerator: Accelerator
+) -> list[DiscriminatorAugmentation]:
+    """MaskedGAN's masks, then Diffusion-GAN's diffusion, as configured; adaptive ones are checkpointed.
+
+    Their statistics are summed over processes, so every process adapts alike."""
+
+    def all_reduce(stats: torch.Tensor) -> torch.Tensor:
+        return accelerator.reduce(stats, reduction="sum")
+
+    augmentations: list[DiscriminatorAugmentation] = []
+    if args.masked_gan in ("spatial", "both"):
+        augmentations.append(ShiftedSpatialMask(args.mask_ratio, args.mask_patch_size))
+    if args.masked_gan in ("spectral", "both"):
+        spectral = BalancedSpectralMask(
+            resolution, args.mask_num_bands, args.mask_bands_per_image, all_reduce=all_reduce
+        )
+        augmentations.append(spectral)
+        accelerator.register_for_checkpointing(spectral)
+    if args.diffusion_gan:
+        diffusion = DiffusionAugment(
+            t_min=args.diffusion_gan_t_min,
+            t_max=args.diffusion_gan_t_max,
+            sampling=args.diffusion_gan_sampling,
+            d_target=args.diffusion_gan_d_target,
+            ada_kimg=args.diffusion_gan_ada_kimg,
+            sigma=args.diffusion_gan_sigma,
+            all_reduce=all_reduce,
+        )
+        augmentations.append(diffusion)
+        accelerator.register_for_checkpointing(diffusion)
+    return augmentations
+
+
+def check_nice_and_nats(args: argparse.Namespace, is_toy: bool) -> None:
+    """Refuse --nice_*/--nats_* options given without their switch, and bad NICE/NATS values."""
+    parser = build_parser()
+    for switch in ("nice", "nats"):
+        given = [
+            f"--{key}"
+            for key, value in sorted(vars(args).items())
+            if key.startswith(f"{switch}_") and value != parser.get_default(key)
+        ]
+        if given and not getattr(args, switch):
+            raise ValueError(f"{' '.join(given)} only act with --{switch}: add --{switch}, or drop them.")
+    if args.nice:
+        NICERegularizer.check_settings(**nice_settings(args))
+    if args.nats:
+        if args.nats_anneal == "constant" and (
+            args.nats_anneal_steps is not None
+            or args.nats_final_weight != parser.get_default("nats_final_weight")
+        ):
+            raise ValueError(
+                "--nats_anneal constant keeps the weight at 1: drop --nats_anneal_steps and "
+                "--nats_final_weight, or choose --nats_anneal linear or cosine."
+            )
+        build_nats(args, is_toy)  # checks the values
+
+
+def nice_settings(args: argparse.Namespace) -> dict:
+    return {
+        "target": args.nice_target,
+        "beta_max": args.nice_beta_max,
+        "ada_kimg": args.nice_ada_kimg,
+        "interval": args.nice_interval,
+        "consistency_weight": args.nice_consistency_weight,
+    }
+
+
+def build_nice(
+    args: argparse.Namespace, discriminator: ModelMixin, accelerator: Accelerator
+) -> NICERegularizer | None:
+    """NICE's hooks on the bare discriminator (its default layers), beta adapted alike on every process and
+    checkpointed; None without --nice."""
+    if not args.nice:
+        return None
+    nice = NICERegularizer(
+        discriminator,
+        **nice_settings(args),
+        all_reduce=lambda stats: accelerator.reduce(stats, reduction="sum"),
+    )
+    accelerator.register_for_checkpointing(nice)
+    return nice
+
+
+def build_nats(args: argparse.Namespace, is_toy: bool) -> NATSRefiner:
+    """The refiner of --nats; refined images are clipped to the generator's range [−1, 1]."""
+    return NATSRefiner(
+        num_steps=args.nats_steps,
+        step_size=args.nats_step_size,
+        anneal=args.nats_anneal,
+        anneal_steps=args.nats_anneal_steps,
+        final_weight=args.nats_final_weight,
+        step_decay=args.nats_step_decay,
+        regression_weight=args.nats_regression_weight,
+        clip=None if is_toy else (-1.0, 1.0),
+    )
 
 
 def endless_batches(accelerator: Accelerator, dataloader, start_batch: int):
@@ -483,9 +753,15 @@ def finish_toy(args: argparse.Namespace, final: ModelMixin, toy: ToyDataset, res
 
 
 def finish_images(
-    args: argparse.Namespace, final: ModelMixin, dataset, smart: SmartRegularizer, results: dict
+    args: argparse.Namespace,
+    final: ModelMixin,
+    dataset,
+    smart: SmartRegularizer,
+    results: dict,
+    discriminator: ModelMixin | None = None,
 ) -> dict:
-    """Metrics, sample grid and exported pipeline of an image run; pushes the export with --push_to_hub."""
+    """Metrics, sample grid and exported pipeline of an image run (with `discriminator`, for the pipeline's
+    refinement, when given); pushes the export with --push_to_hub."""
     num = min(args.num_eval_samples, len(dataset))
     fake, fake_labels = generate(final, num, args.train_batch_size, args.seed)
     real, real_labels = real_images(dataset, num, args.seed)
@@ -509,6 +785,7 @@ def finish_images(
     hub.export_pipeline(
         final,
         export_dir,
+        discriminator_model=discriminator,
         score_model=args.score,
         dataset=args.dataset_name or os.path.basename(os.path.normpath(args.train_data_dir)),
         metrics=results,
@@ -562,7 +839,9 @@ def main(args: argparse.Namespace) -> dict:
         dataset, num_classes = None, None
         batches = ToyBatches(toy, args.train_batch_size, args.seed + accelerator.process_index)
         generator = ToyGenerator(args.latent_dim, toy.means.shape[1], args.hidden_dim, args.num_layers)
-        discriminator = ToyDiscriminator(toy.means.shape[1], args.hidden_dim, args.num_layers)
+        discriminator = ToyDiscriminator(
+            toy.means.shape[1], args.hidden_dim, args.num_layers, discriminator_timesteps(args)
+        )
         sample_shape: tuple[int, ...] = (toy.means.shape[1],)
     else:
         score_shape = score.sample_shape if len(score.sample_shape) == 3 else (None, None, None)
@@ -600,9 +879,12 @@ def main(args: argparse.Namespace) -> dict:
         scale_by_interval=args.smart_scale_by_interval,
     )
 
-    betas = (args.adam_beta1, args.adam_beta2)
-    optimizer_g = torch.optim.Adam(generator.parameters(), lr=args.g_learning_rate, betas=betas)
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=args.d_learning_rate, betas=betas)
+    optimizer_g = torch.optim.Adam(
+        generator.parameters(), lr=args.g_learning_rate, betas=tuple(args.g_adam_betas)
+    )
+    optimizer_d = torch.optim.Adam(
+        discriminator.parameters(), lr=args.d_learning_rate, betas=tuple(args.d_adam_betas)
+    )
     if is_toy:
         generator, discriminator, optimizer_g, optimizer_d = accelerator.prepare(
             generator, discriminator, optimizer_g, optimizer_d
@@ -622,7 +904,20 @@ def main(args: argparse.Namespace) -> dict:
             inv_gamma=args.ema_inv_gamma,
             power=args.ema_power,
         )
-    gan_loss = GANLoss(generator, discriminator, args.loss, args.r1_gamma, args.r1_interval, smart)
+    augmentations = build_discriminator_augmentations(args, None if is_toy else sample_shape[1], accelerator)
+    nice = build_nice(args, accelerator.unwrap_model(discriminator), accelerator)
+    nats = build_nats(args, is_toy) if args.nats else None
+    gan_loss = GANLoss(
+        generator,
+        discriminator,
+        args.loss,
+        args.r1_gamma,
+        args.r1_interval,
+        smart,
+        augmentations,
+        nice=nice,
+        nats=nats,
+    )
     progress = TrainingProgress()
 
     def save_model_hook(models, weights, output_dir):
@@ -687,7 +982,8 @@ def main(args: argparse.Namespace) -> dict:
     logger.info(
         f"Training on {source} from step {start_step} to {args.max_train_steps}, batch "
         f"{args.train_batch_size} per process on {accelerator.num_processes} process(es), "
-        f"SMaRt lambda={args.smart_weight}"
+        f"SMaRt lambda={args.smart_weight}, Diffusion-GAN {'on' if args.diffusion_gan else 'off'}, "
+        f"MaskedGAN {args.masked_gan}"
     )
     progress_bar = tqdm(
         total=args.max_train_steps,
@@ -704,7 +1000,9 @@ def main(args: argparse.Namespace) -> dict:
             real = batch["images"].to(accelerator.device)
             class_labels = batch.get("class_labels")
             latents = torch.randn(len(real), args.latent_dim, device=accelerator.device)
-            d_terms = gan_loss.discriminator_phase(real, latents, progress.discriminator_step, class_labels)
+            d_terms = gan_loss.discriminator_phase(
+                real, latents, progress.discriminator_step, class_labels, generator_step=step
+            )
             applied &= apply_update(accelerator, optimizer_d, d_terms.total)
             progress.discriminator_step += 1
 
@@ -782,7 +1080,8 @@ def main(args: argparse.Namespace) -> dict:
         if is_toy:
             results = finish_toy(args, final, toy, results)
         else:
-            results = finish_images(args, final, dataset, smart, results)
+            exported_discriminator = accelerator.unwrap_model(discriminator) if args.nats else None
+            results = finish_images(args, final, dataset, smart, results, exported_discriminator)
     accelerator.end_training()
     return results
 

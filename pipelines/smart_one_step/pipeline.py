@@ -19,6 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 GENERATOR_CONFIG_FIELDS = ("latent_dim", "out_channels", "resolution", "num_classes")
+DISCRIMINATOR_CONFIG_FIELDS = ("in_channels", "resolution", "num_classes")
 # Keyword arguments of `SmartOneStepPipeline.from_pretrained`, besides components passed by name.
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
 _MODEL_KWARGS = (*_HUB_KWARGS, "torch_dtype", "variant", "low_cpu_mem_usage")
@@ -35,11 +36,16 @@ class SmartOneStepPipeline(DiffusionPipeline):
             latents of shape `(batch_size, latent_dim)` to images of shape `(batch_size, out_channels,
             resolution, resolution)` in [−1, 1]. Its config must have `latent_dim`, `out_channels`,
             `resolution` and `num_classes` (`None` or 0 for an unconditional generator).
+        discriminator ([`ModelMixin`], *optional*):
+            A discriminator trained with the generator, `discriminator(images)` (or `discriminator(images,
+            class_labels)`) → one logit per image, with config `in_channels`, `resolution` and `num_classes`
+            matching the generator's. Only needed for the discriminator-guided refinement (`refine_steps`).
     """
 
-    model_cpu_offload_seq = "gan"
+    model_cpu_offload_seq = "gan->discriminator"
+    _optional_components = ["discriminator"]
 
-    def __init__(self, gan: ModelMixin):
+    def __init__(self, gan: ModelMixin, discriminator: ModelMixin | None = None):
         super().__init__()
         config = getattr(gan, "config", {})
         missing = [field for field in GENERATOR_CONFIG_FIELDS if field not in config]
@@ -48,7 +54,21 @@ class SmartOneStepPipeline(DiffusionPipeline):
                 f"{type(gan).__name__} is not an image generator for {type(self).__name__}: its config lacks "
                 f"{missing} (expected {list(GENERATOR_CONFIG_FIELDS)})."
             )
-        self.register_modules(gan=gan)
+        if discriminator is not None:
+            d_config = getattr(discriminator, "config", {})
+            expected = {
+                "in_channels": config["out_channels"],
+                "resolution": config["resolution"],
+                "num_classes": config["num_classes"] or 0,
+            }
+            found = {field: d_config.get(field) for field in DISCRIMINATOR_CONFIG_FIELDS}
+            found["num_classes"] = found["num_classes"] or 0
+            if found != expected:
+                raise ValueError(
+                    f"{type(discriminator).__name__} does not fit the generator: its config has {found}, the "
+                    f"generator's images need {expected}."
+                )
+        self.register_modules(gan=gan, discriminator=discriminator)
         self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
     @property
@@ -63,6 +83,8 @@ class SmartOneStepPipeline(DiffusionPipeline):
         latents: torch.Tensor | None,
         truncation: float,
         output_type: str,
+        refine_steps: int = 0,
+        refine_step_size: float = 0.25,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
@@ -85,6 +107,21 @@ class SmartOneStepPipeline(DiffusionPipeline):
             raise ValueError(f"`truncation` must be a number > 0 (1.0 = no truncation), got {truncation!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
+            raise ValueError(
+                f"`refine_steps` must be an integer >= 0 (0 = no refinement), got {refine_steps!r}."
+            )
+        if refine_steps and self.discriminator is None:
+            raise ValueError(
+                "`refine_steps` > 0 needs a discriminator: this pipeline has none (pass `discriminator=` or "
+                "load an export that includes one)."
+            )
+        if (
+            isinstance(refine_step_size, bool)
+            or not isinstance(refine_step_size, int | float)
+            or not 0 < refine_step_size < math.inf
+        ):
+            raise ValueError(f"`refine_step_size` must be a number > 0, got {refine_step_size!r}.")
 
     def prepare_class_labels(
         self,
@@ -139,6 +176,8 @@ class SmartOneStepPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         truncation: float = 1.0,
+        refine_steps: int = 0,
+        refine_step_size: float = 0.25,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
@@ -161,6 +200,12 @@ class SmartOneStepPipeline(DiffusionPipeline):
                 (1.0 = none; values below 1 trade diversity for fidelity). Scaling rather than resampling
                 |z| > threshold keeps 1.0 the identity and keeps each seed's latent direction, so a seed's
                 image changes smoothly with `truncation`. Applies to passed `latents` too.
+            refine_steps (`int`, defaults to 0):
+                Discriminator-guided refinement (composite functional gradient, as in NATS training): after
+                the generator, `refine_steps` steps x ← clip(x + refine_step_size · ∇_x D(x), −1, 1). Needs
+                the `discriminator` component; 0 = one forward pass of the generator only.
+            refine_step_size (`float`, defaults to 0.25):
+                The step size of each refinement step.
             output_type (`str`, defaults to `"pil"`):
                 `"pil"` (list of `PIL.Image.Image`), `"np"` (float32 array `(batch_size, H, W, C)` in [0, 1])
                 or `"pt"` (float32 tensor `(batch_size, C, H, W)` in [0, 1] on the execution device).
@@ -173,7 +218,9 @@ class SmartOneStepPipeline(DiffusionPipeline):
         Latents are drawn in float32 and then cast to the generator's dtype, so a float16 pipeline sees the
         same latents as a float32 one for the same seed.
         """
-        self.check_inputs(batch_size, generator, latents, truncation, output_type)
+        self.check_inputs(
+            batch_size, generator, latents, truncation, output_type, refine_steps, refine_step_size
+        )
         device = self._execution_device
         if latents is None:
             latents = randn_tensor(
@@ -186,12 +233,31 @@ class SmartOneStepPipeline(DiffusionPipeline):
         latents = (truncation * latents.to(device=device, dtype=torch.float32)).to(self.gan.dtype)
 
         images = self.gan(latents) if labels is None else self.gan(latents, labels)
+        if refine_steps:
+            images = self.refine(images, labels, refine_steps, refine_step_size)
         images = self.image_processor.postprocess(images.float(), output_type=output_type)
         self.maybe_free_model_hooks()
 
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+    def refine(
+        self, images: torch.Tensor, class_labels: torch.Tensor | None, num_steps: int, step_size: float
+    ) -> torch.Tensor:
+        """`num_steps` steps x ← clip(x + step_size · ∇_x D(x), −1, 1) on images in [−1, 1] (the same steps
+        as `smart_hf.nats.refine_samples` with unit weights and clip (−1, 1); repeated here so that this file
+        runs without smart_hf)."""
+        x = images.detach().to(self.discriminator.dtype)
+        for _ in range(num_steps):
+            with torch.enable_grad():
+                x = x.requires_grad_(True)
+                logits = (
+                    self.discriminator(x) if class_labels is None else self.discriminator(x, class_labels)
+                )
+                (gradient,) = torch.autograd.grad(logits.float().sum(), x)
+            x = (x + step_size * gradient.to(x.dtype)).detach().clamp(-1, 1)
+        return x
 
     @classmethod
     def from_pretrained(

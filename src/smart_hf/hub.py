@@ -8,6 +8,7 @@ An export loads three ways: `SmartOneStepPipeline.from_pretrained(folder)` with 
                        and `_smart_hf_library`: the smart_hf class of each component
     pipeline.py        copy of pipelines/smart_one_step/pipeline.py
     gan/               config.json, diffusion_pytorch_model.safetensors, <module>.py (the model's source file)
+    discriminator/     the same for the discriminator, when exported with one (for `refine_steps`)
     smart_hf.json      score model, dataset, metrics and training settings, for tools such as the Space
     samples.png        sample grid shown by the model card
     README.md          model card
@@ -35,6 +36,7 @@ from smart_hf.pipelines import SmartOneStepPipeline
 from smart_hf.pipelines.smart_one_step.pipeline import GENERATOR_CONFIG_FIELDS
 
 COMPONENT_NAME = "gan"
+DISCRIMINATOR_NAME = "discriminator"
 METADATA_NAME = "smart_hf.json"
 SAMPLES_NAME = "samples.png"
 PIPELINE_SOURCE = Path(inspect.getsourcefile(SmartOneStepPipeline))
@@ -73,6 +75,7 @@ def export_pipeline(
     generator_model: ModelMixin,
     output_dir: str | os.PathLike,
     *,
+    discriminator_model: ModelMixin | None = None,
     score_model: str | None = None,
     dataset: str | None = None,
     metrics: dict[str, float] | None = None,
@@ -88,6 +91,8 @@ def export_pipeline(
     Args:
         generator_model: a smart_hf image generator (e.g. `ResNetGenerator`), unwrapped from accelerate/DDP.
         output_dir: the folder to create; it must be empty or missing, or an earlier export with `overwrite`.
+        discriminator_model: a smart_hf discriminator to ship beside the generator, for the pipeline's
+            discriminator-guided refinement (`refine_steps`); none by default.
         score_model: Hub id or path of the frozen teacher score model; a Hub id is the card's `base_model`.
         dataset: training data set name or Hub id.
         metrics: measured metrics (e.g. `{"fid": 12.3}`), shown in the card.
@@ -100,19 +105,25 @@ def export_pipeline(
     Returns:
         The export folder.
     """
-    source = _check_generator(generator_model)
+    components = {COMPONENT_NAME: generator_model}
+    sources = {COMPONENT_NAME: _check_generator(generator_model)}
+    if discriminator_model is not None:
+        components[DISCRIMINATOR_NAME] = discriminator_model
+        sources[DISCRIMINATOR_NAME] = _check_discriminator(discriminator_model, generator_model)
     output_dir = _prepare_output_dir(Path(output_dir), overwrite)
     class_name = type(generator_model).__name__
-    component_dir = output_dir / COMPONENT_NAME
-    generator_model.save_pretrained(component_dir, safe_serialization=True)
-    shutil.copyfile(source, component_dir / source.name)
-    shutil.copyfile(PIPELINE_SOURCE, output_dir / "pipeline.py")
     model_index = {
         "_class_name": ["pipeline", SmartOneStepPipeline.__name__],
         "_diffusers_version": diffusers.__version__,
-        "_smart_hf_library": {COMPONENT_NAME: [type(generator_model).__module__, class_name]},
-        COMPONENT_NAME: [source.stem, class_name],
+        "_smart_hf_library": {},
     }
+    for name, model in components.items():
+        source = sources[name]
+        model.save_pretrained(output_dir / name, safe_serialization=True)
+        shutil.copyfile(source, output_dir / name / source.name)
+        model_index["_smart_hf_library"][name] = [type(model).__module__, type(model).__name__]
+        model_index[name] = [source.stem, type(model).__name__]
+    shutil.copyfile(PIPELINE_SOURCE, output_dir / "pipeline.py")
     _write_json(output_dir / SmartOneStepPipeline.config_name, model_index)
 
     config = generator_model.config
@@ -140,6 +151,7 @@ def export_pipeline(
         repo_id=repo_id,
         license=license,
         samples_image=SAMPLES_NAME if has_samples else None,
+        has_discriminator=discriminator_model is not None,
     )
     card.save(output_dir / "README.md")
     return output_dir
@@ -155,6 +167,7 @@ def model_card(
     repo_id: str | None = None,
     license: str | None = None,
     samples_image: str | None = SAMPLES_NAME,
+    has_discriminator: bool = False,
 ) -> ModelCard:
     """The export's model card: Hub metadata, sample grid, usage code for both loading ways, model,
     training settings and metrics."""
@@ -183,6 +196,12 @@ def model_card(
     if samples_image:
         sections.append(f"![Samples]({samples_image})")
     sections += ["## Usage", _usage(repo_id or "path/to/this/folder", num_classes)]
+    if has_discriminator:
+        sections.append(
+            "The export also holds the discriminator trained with the generator: `pipe(..., refine_steps=5, "
+            "refine_step_size=0.25)` moves each sample along the discriminator's gradient after the one-step "
+            "generator (composite functional gradient refinement; `refine_steps=0`, the default, skips it)."
+        )
     model_settings = [
         ("generator", class_name),
         *((key, config[key]) for key in sorted(config) if key[0] != "_"),
@@ -274,22 +293,36 @@ def load_generator(
 
 def _check_generator(generator_model: ModelMixin) -> Path:
     """Refuse what the export could not load back; returns the model's source file."""
-    if not isinstance(generator_model, ModelMixin):
-        raise ValueError(
-            f"Expected a diffusers ModelMixin generator, got {type(generator_model).__name__}; unwrap models "
-            "prepared by accelerate with `accelerator.unwrap_model` first."
-        )
+    _check_model_mixin(generator_model, "generator")
     missing = [field for field in GENERATOR_CONFIG_FIELDS if field not in generator_model.config]
     if missing:
         raise ValueError(
             f"{type(generator_model).__name__} is not an image generator: its config lacks {missing}."
         )
-    module = type(generator_model).__module__
-    if not module.startswith("smart_hf."):
+    return _model_source(generator_model)
+
+
+def _check_discriminator(discriminator_model: ModelMixin, generator_model: ModelMixin) -> Path:
+    """Refuse a discriminator the pipeline could not use with the generator; returns its source file."""
+    _check_model_mixin(discriminator_model, "discriminator")
+    SmartOneStepPipeline(gan=generator_model, discriminator=discriminator_model)  # checks that they fit
+    return _model_source(discriminator_model)
+
+
+def _check_model_mixin(model: Any, role: str) -> None:
+    if not isinstance(model, ModelMixin):
         raise ValueError(
-            f"Only smart_hf model classes can be exported, got {module}.{type(generator_model).__name__}."
+            f"Expected a diffusers ModelMixin {role}, got {type(model).__name__}; unwrap models "
+            "prepared by accelerate with `accelerator.unwrap_model` first."
         )
-    source = Path(inspect.getsourcefile(type(generator_model)))
+
+
+def _model_source(model: ModelMixin) -> Path:
+    """The model's self-contained smart_hf source file, which the export ships."""
+    module = type(model).__module__
+    if not module.startswith("smart_hf."):
+        raise ValueError(f"Only smart_hf model classes can be exported, got {module}.{type(model).__name__}.")
+    source = Path(inspect.getsourcefile(type(model)))
     tree = ast.parse(source.read_text(), filename=str(source))
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level:

@@ -5,12 +5,16 @@ In the spirit of StyleGAN2-ADA's `loss.py`: training alternates explicit phases 
 regularizer decides from the step count whether it runs.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
+from smart_hf.nats import NATSRefiner
+from smart_hf.nice import NICERegularizer
 from smart_hf.smart import SmartRegularizer
 
 ADVERSARIAL_LOSSES = ("non_saturating", "hinge", "lsgan")
@@ -51,6 +55,19 @@ def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Te
     return gradients.float().pow(2).reshape(gradients.shape[0], -1).sum(1).mean()
 
 
+class DiscriminatorAugmentation(Protocol):
+    """A transform of D's inputs, applied to real and fake alike (differentiably, so G trains through it).
+
+    `__call__` returns the transformed batch and extra keyword arguments for D (e.g. Diffusion-GAN's
+    `timesteps`). In the discriminator phase it is called on the real batch, then on the fake batch, and then
+    `update` receives the logits of both, so the transform can adapt; `update` returns values to log.
+    """
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+    def update(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, float]: ...
+
+
 @dataclass
 class LossTerms:
     """The total to backpropagate and the detached terms to log."""
@@ -65,6 +82,13 @@ class GANLoss:
     `generator(latents, class_labels)` and `discriminator(x, class_labels)` are called with class labels only
     when they are given. R1 is lazily applied every `r1_interval` discriminator steps and then multiplied by
     the interval (StyleGAN2), so gamma means the same whatever the interval.
+
+    `augmentations` transform D's inputs in both phases, in order (e.g. MaskedGAN's masks, Diffusion-GAN's
+    diffusion); R1 is still taken with respect to the clean real input.
+
+    `nice` modulates D's features with noise in the discriminator phase and adds its consistency loss, both
+    noisy passes seeing the same augmented input. `nats` refines the fakes D is trained on and adds the
+    generator's regression onto its refined samples (`smart_hf.nats`).
     """
 
     def __init__(
@@ -75,6 +99,9 @@ class GANLoss:
         r1_gamma: float = 0.0,
         r1_interval: int = 16,
         smart: SmartRegularizer | None = None,
+        augmentations: Sequence[DiscriminatorAugmentation] = (),
+        nice: NICERegularizer | None = None,
+        nats: NATSRefiner | None = None,
     ):
         _check_kind(adversarial_loss)
         if r1_gamma < 0:
@@ -85,12 +112,29 @@ class GANLoss:
         self.adversarial_loss = adversarial_loss
         self.r1_gamma, self.r1_interval = r1_gamma, r1_interval
         self.smart = smart
+        self.augmentations = list(augmentations)
+        self.nice, self.nats = nice, nats
 
     def _run_generator(self, latents: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
         return self.generator(latents) if class_labels is None else self.generator(latents, class_labels)
 
+    def _augment(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """D's input after the augmentations, and the keyword arguments they give D."""
+        kwargs: dict[str, Any] = {}
+        for augmentation in self.augmentations:
+            x, extra = augmentation(x)
+            kwargs.update(extra)
+        return x, kwargs
+
+    def _discriminate(
+        self, x: torch.Tensor, kwargs: dict[str, Any], class_labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        inputs = (x,) if class_labels is None else (x, class_labels)
+        return self.discriminator(*inputs, **kwargs)
+
     def _run_discriminator(self, x: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
-        return self.discriminator(x) if class_labels is None else self.discriminator(x, class_labels)
+        """D on `x` after the input augmentations."""
+        return self._discriminate(*self._augment(x), class_labels)
 
     def generator_phase(
         self, latents: torch.Tensor, step: int, class_labels: torch.Tensor | None = None
@@ -106,20 +150,53 @@ class GANLoss:
             total = total + smart.loss
             logs["loss_smart"] = smart.score_matching_loss.item()
             logs["smart_weight"] = self.smart.weight_at(step)
+        if self.nats is not None and self.nats.is_active(step):
+            refined = self.nats.refine(lambda x: self._run_discriminator(x, class_labels), fake, step)
+            regression = self.nats.regression_loss(fake, refined)
+            total = total + regression
+            logs["loss_nats"] = regression.item()
+            logs["nats_weight"] = self.nats.weight_at(step)
         return LossTerms(total, logs)
 
     def discriminator_phase(
-        self, real: torch.Tensor, latents: torch.Tensor, step: int, class_labels: torch.Tensor | None = None
+        self,
+        real: torch.Tensor,
+        latents: torch.Tensor,
+        step: int,
+        class_labels: torch.Tensor | None = None,
+        generator_step: int | None = None,
     ) -> LossTerms:
+        """`step` counts discriminator steps (lazy R1); `generator_step` (default: `step`) sets NATS's
+        annealed weight, which is scheduled in generator steps."""
         with torch.no_grad():
             fake = self._run_generator(latents, class_labels)
+        nats_step = step if generator_step is None else generator_step
+        if self.nats is not None and self.nats.is_active(nats_step):
+            fake = self.nats.refine(lambda x: self._run_discriminator(x, class_labels), fake, nats_step)
         apply_r1 = self.r1_gamma > 0 and step % self.r1_interval == 0
         real = real.detach().requires_grad_(apply_r1)
-        real_logits = self._run_discriminator(real, class_labels)
-        fake_logits = self._run_discriminator(fake, class_labels)
+        nice = self.nice
+        with nice.noise() if nice is not None else nullcontext():
+            real_inputs = self._augment(real)
+            real_logits = self._discriminate(*real_inputs, class_labels)
+            fake_inputs = self._augment(fake)
+            fake_logits = self._discriminate(*fake_inputs, class_labels)
+            # Both noisy passes see the same augmented input; with beta = 0 they coincide (skipped).
+            consistency = None
+            if nice is not None and nice.beta > 0:
+                consistency = nice.consistency_loss(
+                    real_logits, self._discriminate(*real_inputs, class_labels)
+                ) + nice.consistency_loss(fake_logits, self._discriminate(*fake_inputs, class_labels))
         adversarial = discriminator_adversarial_loss(self.adversarial_loss, real_logits, fake_logits)
         logs = {"loss_D": adversarial.item(), "D_real_sign": real_logits.detach().sign().mean().item()}
+        for augmentation in self.augmentations:
+            logs.update(augmentation.update(real_logits.detach(), fake_logits.detach()))
         total = adversarial
+        if nice is not None:
+            if consistency is not None:
+                total = total + consistency
+                logs["loss_nice_consistency"] = consistency.item()
+            logs.update(nice.update(real_logits.detach()))
         if apply_r1:
             penalty = r1_penalty(real_logits, real)
             total = total + 0.5 * self.r1_gamma * self.r1_interval * penalty

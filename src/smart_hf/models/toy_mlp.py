@@ -38,15 +38,42 @@ class ToyGenerator(ModelMixin, ConfigMixin):
 
 
 class ToyDiscriminator(ModelMixin, ConfigMixin):
-    """Returns one real/fake logit per point."""
+    """Returns one real/fake logit per point (+ timestep, for Diffusion-GAN's noisy inputs).
+
+    With `num_timesteps` > 0, logit = w·phi + embed_timestep(t)·phi, phi the last hidden features (a
+    projection term, as in the image discriminators); the embedding starts at zero, so t is learned from a
+    discriminator that ignores it. Without timesteps the term is skipped.
+    """
 
     @register_to_config
-    def __init__(self, data_dim: int = 2, hidden_dim: int = 256, num_layers: int = 3):
+    def __init__(self, data_dim: int = 2, hidden_dim: int = 256, num_layers: int = 3, num_timesteps: int = 0):
         super().__init__()
+        if num_timesteps < 0:
+            raise ValueError(f"`num_timesteps` must be >= 0 (0 = no timestep input), got {num_timesteps}.")
         self.net = _mlp(data_dim, hidden_dim, num_layers, 1, lambda: nn.LeakyReLU(0.2))
+        self.timestep_embedding = None
+        if num_timesteps:
+            self.timestep_embedding = nn.Embedding(num_timesteps, self.net[-1].in_features)
+            nn.init.zeros_(self.timestep_embedding.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor | int | None = None) -> torch.Tensor:
+        if timesteps is None:
+            return self.net(x).squeeze(-1)
+        if self.timestep_embedding is None:
+            raise ValueError(
+                "ToyDiscriminator was built without a timestep input (num_timesteps=0); "
+                "set num_timesteps > 0 to pass timesteps."
+            )
+        timesteps = torch.as_tensor(timesteps, device=x.device)
+        if timesteps.ndim == 0:
+            timesteps = timesteps.expand(x.shape[0])
+        if timesteps.shape != x.shape[:1] or timesteps.is_floating_point():
+            raise ValueError(
+                f"timesteps must be an integer or integer tensor of shape ({x.shape[0]},), "
+                f"got {timesteps.dtype} of shape {tuple(timesteps.shape)}."
+            )
+        features = self.net[:-1](x)
+        return self.net[-1](features).squeeze(-1) + (self.timestep_embedding(timesteps) * features).sum(-1)
 
 
 @dataclass
