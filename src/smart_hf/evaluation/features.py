@@ -8,7 +8,8 @@ results carry the extractor's `name`:
 - `DigitsFeatureExtractor`: the penultimate layer (64-d) of the shipped 8×8 digits classifier, for FD_digits.
 - `Dinov2FeatureExtractor`: DINOv2 through `transformers`, the FD_DINOv2 convention of Stein et al. (2023):
   bicubic resize to 224×224, ImageNet normalisation, the CLS token of ViT-L/14 (`facebook/dinov2-large`).
-- `InceptionFeatureExtractor`: Inception-v3 pool3 (2048-d) from pytorch-fid, i.e. FID proper.
+- `InceptionFeatureExtractor`: Inception-v3 pool3 (2048-d) from pytorch-fid, i.e. FID proper, on images
+  rounded to 8 bits as the FID tools read them from files.
 """
 
 from collections.abc import Iterable
@@ -190,8 +191,10 @@ class InceptionFeatureExtractor(FeatureExtractor):
         self.network = network.eval()
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
-        # pytorch-fid takes [0, 1] images and resizes them to 299×299 itself.
-        return self.network((images + 1) / 2)[0].flatten(start_dim=1)
+        # As pytorch-fid reads image files: 8-bit pixels / 255; its network resizes them to 299×299 itself
+        # (bilinear, no antialiasing) and scales them to [−1, 1].
+        pixels = ((images + 1) * 127.5).round().clamp(0, 255) / 255
+        return self.network(pixels)[0].flatten(start_dim=1)
 
 
 def compute_features(extractor: FeatureExtractor, images: Iterable[torch.Tensor]) -> torch.Tensor:
