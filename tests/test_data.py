@@ -172,3 +172,19 @@ def test_missing_image_in_a_row_is_named(tmp_path):
     assert dataset[0]["images"].shape == (3, 4, 4)
     with pytest.raises(ValueError, match="Row 1 of the data set has no image in column 'image'"):
         dataset[1]
+
+
+def test_subset_is_seeded_nested_and_clamped():
+    """`ImageDataset.subset`, behind --max_train_samples: diffusers' `shuffle(seed).select(range(n))`."""
+    dataset = load_image_dataset(class_conditional=True)
+    small, again, large = dataset.subset(20, seed=0), dataset.subset(20, seed=0), dataset.subset(60, seed=0)
+    pixels = [torch.stack([item["images"] for item in subset]) for subset in (small, again, large)]
+    assert len(small) == 20 and len(large) == 60
+    assert torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[0], pixels[2][:20])  # same seed, nested
+    other = torch.stack([item["images"] for item in dataset.subset(20, seed=1)])
+    assert not torch.equal(pixels[0], other)
+    assert small.sample_shape == (1, 8, 8) and small.num_classes == 10
+    assert set(small[0]) == {"images", "class_labels"}
+    assert len(dataset.subset(5000, seed=0)) == 1797  # all rows when there are fewer
+    with pytest.raises(ValueError, match="at least one row"):
+        dataset.subset(0, seed=0)

@@ -1,6 +1,7 @@
 """training/train_smart_gan.py on images: outputs, export, push, logs, exact resume, presets, bad input."""
 
 import json
+import logging
 from pathlib import Path
 
 import datasets
@@ -13,6 +14,7 @@ from smart_gan_helpers import TINY_GAN, save_image_folder, save_tiny_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from smart_hf import hub
+from smart_hf.data import ImageDataset
 from smart_hf.pipelines import SmartOneStepPipeline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
@@ -202,6 +204,14 @@ BAD_INPUTS = {
         lambda tmp, score: f"--dataset_name digits --score {score} --masked_gan spatial --mask_ratio 0",
         "mask ratio must lie in",
     ),
+    "no training samples": (
+        lambda tmp, score: f"--dataset_name digits --score {score} --max_train_samples 0",
+        "--max_train_samples must be >= 1, got 0",
+    ),
+    "subset of toy data": (
+        lambda tmp, score: "--dataset_name grid25 --max_train_samples 10",
+        "grid25 is a toy 2-D set whose batches are drawn afresh every step: drop --max_train_samples",
+    ),
 }
 
 
@@ -250,3 +260,26 @@ def test_cifar10_preset_follows_the_paper():
     assert args.score == "google/ddpm-cifar10-32" and args.smart_weight == 0.01
     assert (args.smart_t_min, args.smart_t_max, args.smart_interval) == (40, 60, 8)
     assert args.d_learning_rate > args.g_learning_rate  # TTUR
+
+
+def test_max_train_samples_trains_on_a_seeded_subset(tmp_path, score, monkeypatch, caplog):
+    """--max_train_samples N: the first N rows shuffled by --seed (`ImageDataset.subset`, like diffusers'
+    scripts); above the data set's size, all of it, with a warning."""
+    drawn = []
+    subset = ImageDataset.subset
+    monkeypatch.setattr(
+        ImageDataset,
+        "subset",
+        lambda self, n, seed: drawn.append((len(self), n, seed)) or subset(self, n, seed),
+    )
+    flags = ["--dataset_name", "digits", "--score", score, "--max_train_steps", "1"]
+    results = run(tmp_path / "small", *flags, "--max_train_samples", "12", "--seed", "3")
+    assert drawn == [(1797, 12, 3)] and results["num_train_images"] == 12
+    assert json.loads((tmp_path / "small" / "metrics.json").read_text())["config"]["max_train_samples"] == 12
+
+    with caplog.at_level(logging.WARNING):
+        results = run(tmp_path / "all", *flags, "--max_train_samples", "5000")
+    assert results["num_train_images"] == 1797
+    assert (
+        "--max_train_samples 5000 exceeds the 1797 images of digits: training on all of them" in caplog.text
+    )

@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--class_conditional", action="store_true", help="Condition G, D and the score model on class labels."
     )
+    data.add_argument(
+        "--max_train_samples",
+        type=int,
+        default=None,
+        help="Train on this many images drawn at random with --seed (images only; e.g. 180 = 10%% of the "
+        "digits, a small-data regime); above the data set's size, all of it (with a warning).",
+    )
     data.add_argument("--dataloader_num_workers", type=int, default=0)
     data.add_argument("--output_dir", default="outputs/smart-gan")
     data.add_argument("--seed", type=int, default=0)
@@ -426,6 +433,16 @@ def check_args(args: argparse.Namespace) -> None:
     is_toy = args.dataset_name in TOY_DATASETS
     if is_toy and (args.train_data_dir or args.class_conditional):
         raise ValueError(f"--dataset_name {args.dataset_name} is a toy 2-D set: it takes no image options.")
+    if is_toy and args.max_train_samples is not None:
+        raise ValueError(
+            f"--max_train_samples subsets an image data set, but {args.dataset_name} is a toy 2-D set whose "
+            "batches are drawn afresh every step: drop --max_train_samples."
+        )
+    if args.max_train_samples is not None and args.max_train_samples < 1:
+        raise ValueError(
+            f"--max_train_samples must be >= 1, got {args.max_train_samples}; leave it out to train on all "
+            "images."
+        )
     name = args.dataset_name
     if (
         not is_toy
@@ -765,6 +782,7 @@ def finish_images(
     num = min(args.num_eval_samples, len(dataset))
     fake, fake_labels = generate(final, num, args.train_batch_size, args.seed)
     real, real_labels = real_images(dataset, num, args.seed)
+    results["num_train_images"] = len(dataset)
     results["score_matching_error"] = score_matching_error(
         smart, fake, fake_labels, args.train_batch_size, args.seed
     )
@@ -856,6 +874,13 @@ def main(args: argparse.Namespace) -> dict:
             label_column=args.label_column,
             cache_dir=args.cache_dir,
         )
+        if args.max_train_samples is not None:
+            if args.max_train_samples > len(dataset):
+                logger.warning(
+                    f"--max_train_samples {args.max_train_samples} exceeds the {len(dataset)} images of "
+                    f"{args.train_data_dir or args.dataset_name}: training on all of them."
+                )
+            dataset = dataset.subset(args.max_train_samples, args.seed)
         num_classes, sample_shape = dataset.num_classes, dataset.sample_shape
         generator, discriminator = build_image_models(args, sample_shape, num_classes)
         batches = torch.utils.data.DataLoader(

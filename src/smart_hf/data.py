@@ -112,6 +112,17 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
+    def subset(self, num_samples: int, seed: int) -> "ImageDataset":
+        """`num_samples` rows drawn at random by `seed` (all rows when there are fewer), the way diffusers'
+        `--max_train_samples` does: `shuffle(seed=seed).select(range(num_samples))`. The same seed gives the
+        same rows, and a smaller subset of the same seed is contained in a larger one."""
+        if num_samples < 1:
+            raise ValueError(f"A subset needs at least one row, got num_samples={num_samples}.")
+        rows = self.data.shuffle(seed=seed).select(range(min(num_samples, len(self))))
+        return ImageDataset(
+            rows, self.image_column, self.resolution, self.channels, self.label_column, self.num_classes
+        )
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         row = self.data[index]
         item: dict[str, torch.Tensor | int] = {"images": self._load_image(row[self.image_column], index)}
