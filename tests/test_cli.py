@@ -11,7 +11,7 @@ from PIL import Image
 
 import smart_hf
 from smart_hf import cli, hub
-from smart_hf.models import DCGANGenerator, ResNetGenerator
+from smart_hf.models import DCGANDiscriminator, DCGANGenerator, ResNetGenerator
 
 TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}
 
@@ -176,3 +176,26 @@ def test_generate_sampler_errors(exported, tmp_path, capsys):
     assert "only with --sampler" in capsys.readouterr().err
     assert cli.main(["generate", SCORE_MODEL, "--sampler", "cas", "--class-label", "1", "--out", out]) == 1
     assert "one-step" in capsys.readouterr().err
+
+
+def test_generate_refine_steps(tmp_path, capsys):
+    """--refine-steps runs the discriminator-guided refinement of an export that has a discriminator, and
+    says what is missing otherwise."""
+    torch.manual_seed(0)
+    gan = DCGANGenerator(out_channels=1, **TINY)
+    discriminator = DCGANDiscriminator(in_channels=1, resolution=8, base_channels=4, max_channel_multiplier=2)
+    with_d = hub.export_pipeline(gan, tmp_path / "with_d", discriminator_model=discriminator)
+    without_d = hub.export_pipeline(gan, tmp_path / "without_d")
+    grids = {}
+    for name, folder, steps in (("plain", with_d, "0"), ("refined", with_d, "3")):
+        out = tmp_path / f"{name}.png"
+        argv = ["generate", str(folder), "--num-images", "4", "--refine-steps", steps, "--out", str(out)]
+        assert cli.main([*argv, "--refine-step-size", "5"]) == 0
+        grids[name] = np.asarray(Image.open(out)).astype(int)
+    assert np.abs(grids["plain"] - grids["refined"]).max() > 0
+    assert (
+        cli.main(["generate", str(without_d), "--refine-steps", "2", "--out", str(tmp_path / "x.png")]) == 1
+    )
+    assert "discriminator" in capsys.readouterr().err
+    assert cli.main(["generate", SCORE_MODEL, "--sampler", "ddim", "--refine-steps", "2"]) == 1
+    assert "--refine-steps" in capsys.readouterr().err

@@ -68,6 +68,19 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-individual", metavar="DIR", help="Also write each image as DIR/00000.png, ..."
     )
+    parser.add_argument(
+        "--refine-steps",
+        type=int,
+        default=0,
+        help="Discriminator-guided refinement steps after the generator (NATS); needs an export with a "
+        "discriminator, e.g. from a --nats run (default: 0).",
+    )
+    parser.add_argument(
+        "--refine-step-size",
+        type=float,
+        default=0.25,
+        help="Step size of each refinement step (default: 0.25).",
+    )
     parser.add_argument("--columns", type=int, default=None, help="Grid columns (default: square-ish grid).")
     parser.add_argument(
         "--batch-size",
@@ -153,8 +166,10 @@ def _check_sampling_arguments(args: argparse.Namespace) -> None:
                 f"{', '.join(given)}: only with --sampler (a score model sampled in many steps)."
             )
         return
-    if args.class_label is not None or args.truncation != 1.0:
-        raise ValueError("--class-label and --truncation are for one-step GANs, not for --sampler.")
+    if args.class_label is not None or args.truncation != 1.0 or args.refine_steps:
+        raise ValueError(
+            "--class-label, --truncation and --refine-steps are for one-step GANs, not for --sampler."
+        )
     if args.sampler in ("ddpm", "ddim") and (args.eds or args.sigma_max is not None):
         raise ValueError("--eds and --sigma-max are options of the cas and als samplers.")
     if args.num_inference_steps is not None and args.num_inference_steps < 1:
@@ -181,7 +196,12 @@ def run_generate(args: argparse.Namespace) -> None:
     _check_sampling_arguments(args)
     if args.sampler is None:
         pipeline = _load_pipeline(args.model, DTYPES[args.dtype])
-        call_arguments = {"class_labels": args.class_label, "truncation": args.truncation}
+        call_arguments = {
+            "class_labels": args.class_label,
+            "truncation": args.truncation,
+            "refine_steps": args.refine_steps,
+            "refine_step_size": args.refine_step_size,
+        }
     else:
         pipeline = _load_score_sampler(args)
         steps = args.num_inference_steps or DEFAULT_INFERENCE_STEPS[args.sampler]
