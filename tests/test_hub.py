@@ -1,10 +1,6 @@
 """Export folders: layout, the three loading paths, refusals, model card, and pushing (patched, offline)."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +9,7 @@ import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
+from without_smart_hf import run_without_smart_hf
 
 from smart_hf import hub
 from smart_hf.models import DCGANGenerator, ResNetGenerator, ToyGenerator
@@ -103,16 +100,8 @@ def test_load_the_generator_alone(export, generator_model):
 
 
 # Runs in a fresh interpreter, outside the repository, with every import of smart_hf refused.
-WITHOUT_SMART_HF = textwrap.dedent(
-    """
-    import importlib.abc, sys
-
-    class RefuseSmartHf(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "smart_hf" or name.startswith("smart_hf."):
-                raise ImportError(f"{name} is blocked in this test")
-
-    sys.meta_path.insert(0, RefuseSmartHf())
+WITHOUT_SMART_HF = """
+    import sys
     import numpy as np
     import torch
     from diffusers import DiffusionPipeline
@@ -129,21 +118,12 @@ WITHOUT_SMART_HF = textwrap.dedent(
     print(type(pipe).__module__, type(pipe.gan).__module__)
     assert not any(name.startswith("smart_hf") for name in sys.modules)
     """
-)
 
 
 def test_load_with_diffusers_without_smart_hf(export, generator_model, tmp_path):
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_SMART_HF, str(export), str(tmp_path / "images.npy")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_without_smart_hf(
+        WITHOUT_SMART_HF, str(export), str(tmp_path / "images.npy"), tmp_path=tmp_path
     )
-    assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["diffusers_modules.local.pipeline", "diffusers_modules.local.resnet_gan"]
     expected = sample(SmartOneStepPipeline(gan=generator_model))
     np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), expected)

@@ -2,15 +2,12 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from without_smart_hf import run_without_smart_hf
 
 from smart_hf import hub
 from smart_hf.losses import GANLoss
@@ -191,16 +188,8 @@ def test_pipeline_refinement_input_errors():
         SmartOneStepPipeline(gan=pipe.gan, discriminator=DCGANDiscriminator(in_channels=3, **TINY))
 
 
-WITHOUT_SMART_HF = textwrap.dedent(
-    """
-    import importlib.abc, sys
-
-    class RefuseSmartHf(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "smart_hf" or name.startswith("smart_hf."):
-                raise ImportError(f"{name} is blocked in this test")
-
-    sys.meta_path.insert(0, RefuseSmartHf())
+WITHOUT_SMART_HF = """
+    import sys
     import numpy as np
     import torch
     from diffusers import DiffusionPipeline
@@ -212,7 +201,6 @@ WITHOUT_SMART_HF = textwrap.dedent(
     np.save(sys.argv[2], images)
     print(type(pipe.discriminator).__module__)
     """
-)
 
 
 def test_export_with_a_discriminator_loads_both_ways(tmp_path):
@@ -235,17 +223,9 @@ def test_export_with_a_discriminator_loads_both_ways(tmp_path):
         reference.images,
     )
 
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_SMART_HF, str(folder), str(tmp_path / "images.npy")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_without_smart_hf(
+        WITHOUT_SMART_HF, str(folder), str(tmp_path / "images.npy"), tmp_path=tmp_path
     )
-    assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["diffusers_modules.local.dcgan"]
     np.testing.assert_allclose(np.load(tmp_path / "images.npy"), reference.images, atol=1e-6)
 
