@@ -8,11 +8,10 @@ Wasserstein distance to fresh data. Prints a markdown table and writes a side-by
     python benchmarks/toy2d.py --jobs 2             # two runs at a time, one thread each
     python benchmarks/toy2d.py --seeds 0 1 2 3 4 --extra_args "--max_train_steps 8000"
 
-The toy recipe is the best one found on grid25 at about a minute per run on a 2-core CPU (see the README):
-a small MLP GAN with lazy R1, and SMaRt in its `sds` form at every generator step with a small lambda.
-Stronger or later SMaRt (lambda 0.1 to 1, or switched on after a plain-GAN phase) sharpened the modes it
-kept but lost modes: the low-noise score pulls every sample to its nearest mode harder than the
-discriminator can move it to an empty one.
+Every run starts from the toy preset `training/configs/grid25.yaml` (the best recipe found on grid25 at about
+a minute per run on a 2-core CPU, see the README): a 2-D-latent MLP generator with BatchNorm, Adam(0.5, 0.999)
+with a cosine learning-rate decay, and SMaRt in its `sds` form ramped in over the second half. The methods
+differ only in `--smart_weight 0` (the plain GAN) and `--score`.
 """
 
 import argparse
@@ -35,13 +34,7 @@ from smart_hf.toy2d import load_toy_dataset, toy_metrics  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO_ROOT, "training", "train_smart_gan.py")
-TOY_RECIPE = [
-    "--hidden_dim", "128", "--train_batch_size", "256", "--max_train_steps", "4000",
-    "--r1_gamma", "0.1", "--r1_interval", "4", "--adam_beta1", "0", "--adam_beta2", "0.99",
-    "--g_learning_rate", "5e-4", "--d_learning_rate", "5e-4",
-    "--smart_gradient", "sds", "--smart_weight", "0.01", "--smart_interval", "1",
-    "--smart_t_min", "25", "--smart_t_max", "35",
-]  # fmt: skip
+PRESET = os.path.join(REPO_ROOT, "training", "configs", "grid25.yaml")
 LEARNED_SCORES = {
     "grid25": os.path.join(REPO_ROOT, "src", "smart_hf", "assets", "score_models", "grid25-mlp")
 }
@@ -92,7 +85,8 @@ def main() -> None:
                 output_dir = os.path.join(
                     args.output_dir, name.split("(")[-1].strip(")").replace(" ", "_"), str(seed)
                 )
-                run_flags = [*TOY_RECIPE, "--dataset_name", args.dataset_name, "--seed", str(seed), *flags]
+                run_flags = ["--config", PRESET, "--dataset_name", args.dataset_name, "--seed", str(seed)]
+                run_flags += flags
                 future = pool.submit(
                     run_training, run_flags + shlex.split(args.extra_args), output_dir, args.jobs > 1
                 )

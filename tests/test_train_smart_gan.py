@@ -5,7 +5,7 @@ import torch
 import train_smart_gan
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from smart_hf.models.toy_mlp import MLPNoisePredictor, ToyGenerator
+from smart_hf.models.toy_mlp import MLPNoisePredictor, ToyDiscriminator, ToyGenerator
 
 TINY = (
     "--max_train_steps 20 --train_batch_size 32 --hidden_dim 16 --num_layers 1 --num_eval_samples 100 "
@@ -34,6 +34,26 @@ def test_toy_run_writes_generator_metrics_and_plot(tmp_path):
     assert saved["modes_covered"] == results["modes_covered"] and saved["num_modes"] == 25
 
 
+def test_batch_norm_generator_and_narrower_discriminator(tmp_path):
+    run(
+        tmp_path,
+        "--generator_batch_norm",
+        "--latent_dim",
+        "2",
+        "--d_hidden_dim",
+        "8",
+        "--checkpointing_steps",
+        "20",
+    )
+    discriminator = ToyDiscriminator.from_pretrained(tmp_path / "checkpoint-20" / "discriminator")
+    assert discriminator.net[0].out_features == 8
+    generator = ToyGenerator.from_pretrained(tmp_path / "generator")
+    norms = [m for m in generator.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert generator.config.batch_norm and len(norms) == 1  # one hidden layer in TINY
+    assert norms[0].num_batches_tracked == 40  # 20 steps, each with a D and a G batch
+    assert not torch.allclose(norms[0].running_var, torch.ones(16))
+
+
 def test_learned_score_folder_is_accepted(tmp_path):
     MLPNoisePredictor(hidden_dim=16, num_layers=1).save_pretrained(tmp_path / "score" / "score_model")
     results = run(
@@ -56,6 +76,7 @@ def test_learned_score_folder_is_accepted(tmp_path):
         (["--smart_t_min", "10", "--smart_t_max", "1000"], "outside the score model's schedule"),
         (["--smart_weight", "-0.1"], "must be >= 0"),
         (["--smart_interval", "0"], "interval must be >= 1"),
+        (["--lr_warmup_steps", "-1"], "--lr_warmup_steps must be >= 0"),
         (["--masked_gan", "spatial"], "grid25 is a toy 2-D set. Use --masked_gan none"),
         (["--diffusion_gan", "--diffusion_gan_t_min", "0"], "Diffusion-GAN needs 1 <= t_min <= t_max"),
     ],
@@ -112,6 +133,24 @@ def test_toy_run_resumes_with_ema(tmp_path):
     state = json.loads((tmp_path / "checkpoint-20" / "training_state.json").read_text())
     assert results["global_step"] == state["global_step"] == 20 and state["ema"]["optimization_step"] == 20
     assert (tmp_path / "generator_ema" / "config.json").exists()
+
+
+def test_linear_lr_schedule_decays_both_learning_rates_to_zero_across_a_resume(tmp_path):
+    flags = ("--checkpointing_steps", "10", "--lr_scheduler", "linear", "--g_learning_rate", "1e-3")
+    run(tmp_path, *flags, "--max_train_steps", "20", "--d_learning_rate", "2e-3")
+    halfway = tmp_path / "checkpoint-10"
+    (tmp_path / "checkpoint-20").rename(tmp_path / "first-run-end")
+    run(tmp_path, *flags, "--d_learning_rate", "2e-3", "--resume_from_checkpoint", "latest")
+
+    def learning_rates(checkpoint):
+        return [
+            torch.load(checkpoint / name, weights_only=True)["param_groups"][0]["lr"]
+            for name in ("optimizer.bin", "optimizer_1.bin")
+        ]
+
+    assert learning_rates(halfway) == pytest.approx([5e-4, 1e-3])
+    assert learning_rates(tmp_path / "checkpoint-20") == pytest.approx([0.0, 0.0])
+    assert learning_rates(tmp_path / "first-run-end") == pytest.approx([0.0, 0.0])
 
 
 DIFFUSION_GAN = (

@@ -46,6 +46,7 @@ from accelerate import Accelerator  # noqa: E402
 from accelerate.logging import get_logger  # noqa: E402
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed  # noqa: E402
 from diffusers.models.modeling_utils import ModelMixin  # noqa: E402
+from diffusers.optimization import get_scheduler  # noqa: E402
 from diffusers.training_utils import EMAModel  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
@@ -83,6 +84,7 @@ ARCHITECTURES = {
 }
 MODEL_FOLDERS = ("generator", "discriminator")  # in the order of `accelerator.prepare`
 EMA_FOLDER = "generator_ema"
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 STATE_NAME = "training_state.json"
 # Settings that do not change the trained model, left out of the model card.
 NOT_TRAINING_SETTINGS = {
@@ -177,7 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--latent_dim", type=int, default=8)
     model.add_argument("--hidden_dim", type=int, default=256, help="Toy MLP width.")
+    model.add_argument(
+        "--d_hidden_dim", type=int, default=None, help="Toy MLP discriminator width (default: --hidden_dim)."
+    )
     model.add_argument("--num_layers", type=int, default=3, help="Toy MLP depth.")
+    model.add_argument(
+        "--generator_batch_norm", action="store_true", help="Toy MLP generator: BatchNorm after each layer."
+    )
 
     training = parser.add_argument_group("training")
     training.add_argument("--max_train_steps", type=int, default=4000, help="Generator steps.")
@@ -201,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--d_learning_rate", type=float, default=3e-4, help="Discriminator learning rate (TTUR)."
     )
+    training.add_argument(
+        "--lr_scheduler",
+        default="constant",
+        choices=LR_SCHEDULERS,
+        help="diffusers' `get_scheduler`, applied to both learning rates over --max_train_steps.",
+    )
+    training.add_argument("--lr_warmup_steps", type=int, default=0, help="Generator steps of warm-up.")
     training.add_argument("--adam_beta1", type=float, default=0.0)
     training.add_argument("--adam_beta2", type=float, default=0.9)
     training.add_argument(
@@ -430,6 +445,8 @@ def check_args(args: argparse.Namespace) -> None:
             "--gradient_accumulation_steps > 1 is not supported: the discriminator and generator steps "
             "alternate with two optimizers. Raise --train_batch_size or train on more processes instead."
         )
+    if args.lr_warmup_steps < 0:
+        raise ValueError(f"--lr_warmup_steps must be >= 0, got {args.lr_warmup_steps}.")
     is_toy = args.dataset_name in TOY_DATASETS
     if is_toy and (args.train_data_dir or args.class_conditional):
         raise ValueError(f"--dataset_name {args.dataset_name} is a toy 2-D set: it takes no image options.")
@@ -856,9 +873,14 @@ def main(args: argparse.Namespace) -> dict:
     if is_toy:
         dataset, num_classes = None, None
         batches = ToyBatches(toy, args.train_batch_size, args.seed + accelerator.process_index)
-        generator = ToyGenerator(args.latent_dim, toy.means.shape[1], args.hidden_dim, args.num_layers)
+        generator = ToyGenerator(
+            args.latent_dim, toy.means.shape[1], args.hidden_dim, args.num_layers, args.generator_batch_norm
+        )
         discriminator = ToyDiscriminator(
-            toy.means.shape[1], args.hidden_dim, args.num_layers, discriminator_timesteps(args)
+            toy.means.shape[1],
+            args.d_hidden_dim or args.hidden_dim,
+            args.num_layers,
+            discriminator_timesteps(args),
         )
         sample_shape: tuple[int, ...] = (toy.means.shape[1],)
     else:
@@ -919,6 +941,19 @@ def main(args: argparse.Namespace) -> dict:
         generator, discriminator, optimizer_g, optimizer_d, batches = accelerator.prepare(
             generator, discriminator, optimizer_g, optimizer_d, batches
         )
+    # Stepped once per generator step on every process; accelerate's prepared scheduler counts each
+    # process's step, hence the factor (as in diffusers' training scripts).
+    lr_scheduler_g, lr_scheduler_d = accelerator.prepare(
+        *(
+            get_scheduler(
+                args.lr_scheduler,
+                optimizer=optimizer,
+                num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                num_training_steps=args.max_train_steps * accelerator.num_processes,
+            )
+            for optimizer in (optimizer_g, optimizer_d)
+        )
+    )
     unwrapped_generator = accelerator.unwrap_model(generator)
     ema = None
     if args.use_ema:  # after `prepare`, which gives every process the weights of process 0
@@ -1038,6 +1073,8 @@ def main(args: argparse.Namespace) -> dict:
         discriminator.requires_grad_(True)
         if g_applied and ema is not None:
             ema.step(unwrapped_generator.parameters())
+        lr_scheduler_g.step()
+        lr_scheduler_d.step()
 
         logs = {**d_terms.logs, **g_terms.logs}
         if args.smart_weight > 0:
