@@ -6,7 +6,6 @@ import os
 import sys
 
 import pytest
-import torch
 from smart_gan_helpers import save_tiny_score
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,12 +29,7 @@ def ablations():
     del sys.modules["ablations"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def with_smart(labels):

@@ -20,12 +20,7 @@ TOY = (
 NICE = "--nice --nice_target -0.99 --nice_ada_kimg 1".split()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(output_dir, *flags, base=TOY):
