@@ -1,0 +1,83 @@
+"""benchmarks/digits.py on tiny settings: trains both methods, judges them over several draws, reuses runs."""
+
+import importlib.util
+import json
+import os
+import shutil
+
+import pytest
+from smart_gan_helpers import save_tiny_score
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = (
+    "--g_base_channels 8 --d_base_channels 8 --train_batch_size 8 --max_train_steps 2 --num_eval_samples 8 "
+    "--num_sample_images 4 --checkpointing_steps 0 --save_images_steps 0"
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def digits_benchmark():
+    spec = importlib.util.spec_from_file_location(
+        "digits_benchmark", os.path.join(REPO_ROOT, "benchmarks", "digits.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def trained(digits_benchmark, tmp_path_factory):
+    """One tiny benchmark run (seed 0, two draws of 80 images per run) and its printed output."""
+    root = tmp_path_factory.mktemp("digits_benchmark")
+    extra = f"{TINY} --score {save_tiny_score(root / 'score')}"
+    argv = ["--seeds", "0", "--num_samples", "80", "--redraws", "2", "--extra_args", extra]
+    rows = digits_benchmark.main([*argv, "--output_dir", str(root / "out")])
+    return root / "out", argv, rows
+
+
+def test_trains_both_methods_from_the_preset_and_judges_each_draw(trained, capsys):
+    output_dir, _, rows = trained
+    assert list(rows) == ["real digits", "GAN", "GAN + SMaRt"]
+    for name in ("GAN", "GAN + SMaRt"):
+        (run,) = rows[name]
+        assert run["fd"] > 0 and run["spread"] > 0  # two different draws of 80 images
+        assert sum(run["histogram"]) == pytest.approx(1) and run["seconds"] > 0
+    configs = {
+        name: json.loads((output_dir / name / "0" / "metrics.json").read_text())["config"]
+        for name in ("GAN", "GAN_SMaRt")
+    }
+    assert configs["GAN"]["smart_weight"] == 0
+    assert configs["GAN_SMaRt"]["smart_weight"] == 0.5  # the preset's
+    assert configs["GAN"]["max_train_steps"] == configs["GAN_SMaRt"]["max_train_steps"] == 2
+    assert (output_dir / "digits_samples.png").stat().st_size > 0
+
+
+def test_reuse_judges_the_finished_runs_without_training(digits_benchmark, trained, monkeypatch, capsys):
+    output_dir, argv, rows = trained
+
+    def no_training(*args):
+        raise AssertionError("--reuse trained a finished run again")
+
+    monkeypatch.setattr(digits_benchmark, "run_training", no_training)
+    again = digits_benchmark.main([*argv, "--output_dir", str(output_dir), "--reuse"])
+    assert [run["fd"] for run in again["GAN + SMaRt"]] == [run["fd"] for run in rows["GAN + SMaRt"]]
+    output = capsys.readouterr().out
+    assert "| FD spread between draws (std) |" in output and "80 samples per FD (2 draw(s) per run)" in output
+
+
+def test_reuse_refuses_a_folder_of_another_seed(digits_benchmark, trained, tmp_path, monkeypatch):
+    output_dir, argv, _ = trained
+    shutil.copytree(output_dir / "GAN" / "0", tmp_path / "GAN" / "1")
+    monkeypatch.setattr(digits_benchmark, "run_training", lambda *args: None)
+    argv = [*argv[2:], "--seeds", "1", "--reuse", "--output_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match="holds a run with seed 0 and lambda 0.0, not seed 1 and lambda 0.0"):
+        digits_benchmark.main(argv)
+
+
+@pytest.mark.parametrize("argv", [["--redraws", "0"], ["--num_samples", "1"]])
+def test_bad_arguments(digits_benchmark, argv, capsys):
+    with pytest.raises(SystemExit):
+        digits_benchmark.main(argv)
+    assert "--redraws must be >= 1" in capsys.readouterr().err
