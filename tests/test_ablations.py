@@ -1,14 +1,11 @@
 """benchmarks/ablations.py on tiny settings: every technique alone and with SMaRt, on both parts."""
 
-import importlib.util
 import json
-import os
 import sys
 
 import pytest
-from smart_gan_helpers import save_tiny_score
+from smart_gan_helpers import load_benchmark, save_tiny_score
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_TOY = "--hidden_dim 16 --train_batch_size 32 --num_eval_samples 200"
 TINY_DIGITS = (
     "--g_base_channels 8 --d_base_channels 8 --train_batch_size 8 --num_eval_samples 8 --num_sample_images 4"
@@ -19,12 +16,8 @@ DIGITS_METHODS = ["GAN", "Diffusion-GAN", "NICE", "MaskedGAN (both)", "NATS", "T
 
 @pytest.fixture(scope="module")
 def ablations():
-    spec = importlib.util.spec_from_file_location(
-        "ablations", os.path.join(REPO_ROOT, "benchmarks", "ablations.py")
-    )
-    module = importlib.util.module_from_spec(spec)
+    module = load_benchmark("ablations")
     sys.modules["ablations"] = module  # --jobs > 1 sends its functions to workers by name
-    spec.loader.exec_module(module)
     yield module
     del sys.modules["ablations"]
 

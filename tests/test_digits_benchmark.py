@@ -1,14 +1,11 @@
 """benchmarks/digits.py on tiny settings: trains both methods, judges them over several draws, reuses runs."""
 
-import importlib.util
 import json
-import os
 import shutil
 
 import pytest
-from smart_gan_helpers import save_tiny_score
+from smart_gan_helpers import load_benchmark, save_tiny_score
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = (
     "--g_base_channels 8 --d_base_channels 8 --train_batch_size 8 --max_train_steps 2 --num_eval_samples 8 "
     "--num_sample_images 4 --checkpointing_steps 0 --save_images_steps 0"
@@ -19,12 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def digits_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "digits_benchmark", os.path.join(REPO_ROOT, "benchmarks", "digits.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("digits")
 
 
 @pytest.fixture(scope="module")

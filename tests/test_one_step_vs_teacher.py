@@ -1,17 +1,14 @@
 """benchmarks/one_step_vs_teacher.py on tiny settings: an untrained generator vs a random tiny teacher."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 import torch
-from smart_gan_helpers import save_tiny_score
+from smart_gan_helpers import load_benchmark, save_tiny_score
 
 from smart_hf import hub
 from smart_hf.models import DCGANGenerator
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}
 # 100 images, 70 from DDPM (above the 64 feature dimensions), batches of 10, DDPM at 3 steps, DDIM at 4 and 2.
 FAST = "--num_samples 100 --ddpm_num_samples 70 --batch_size 10 --ddpm_steps 3 --ddim_steps 4 2".split()
@@ -19,12 +16,7 @@ FAST = "--num_samples 100 --ddpm_num_samples 70 --batch_size 10 --ddpm_steps 3 -
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "one_step_vs_teacher", os.path.join(REPO_ROOT, "benchmarks", "one_step_vs_teacher.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("one_step_vs_teacher")
 
 
 @pytest.fixture(scope="module")
