@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 }
             )
 
-    print(f"\n{args.score} against the exact score of {args.dataset_name} ({args.num_points:,} points)\n")
+    name = args.score if args.score == "analytic" else os.path.relpath(args.score)
+    print(f"\n{name} against the exact score of {args.dataset_name} ({args.num_points:,} points)\n")
     print("| t | distance to nearest mode | points | wrong mode % | pull ratio (median) |")
     print("|---|---|---|---|---|")
     for row in rows:
