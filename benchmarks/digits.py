@@ -141,6 +141,11 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     args = parser.parse_args(argv)
     if args.redraws < 1 or args.num_samples < 2:
         parser.error("--redraws must be >= 1 and --num_samples >= 2.")
+    if any(flag.split("=")[0] == "--smart_weight" for flag in shlex.split(args.extra_args)):
+        parser.error(
+            "--extra_args must not set --smart_weight (it would turn the plain GAN into SMaRt too); "
+            "use --smart_weights."
+        )
 
     extractor = DigitsFeatureExtractor()
     real = torch.cat(list(dataset_images(load_image_dataset(DIGITS))))

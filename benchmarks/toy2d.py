@@ -63,16 +63,32 @@ def mean_std(values: list[float], fmt: str) -> str:
     return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset_name", default="grid25")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--extra_args", default="", help="Flags passed to every training run.")
+    parser.add_argument(
+        "--extra_args",
+        default="",
+        help="Flags passed to every training run, before each method's own flags: a --smart_weight here sets "
+        "the SMaRt methods' lambda, and the plain GAN keeps 0.",
+    )
     parser.add_argument("--output_dir", default="outputs/benchmarks/toy2d")
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time; > 1 gives each run one thread.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if any(flag.split("=")[0] == "--score" for flag in shlex.split(args.extra_args)):
+        parser.error(
+            "--extra_args must not set --score: the methods differ by their score (analytic, learned). "
+            "To try another score model, train with training/train_smart_gan.py --score <path>."
+        )
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
+    """Trains every method on every seed and prints the table; returns each method's per-seed metrics."""
+    args = parse_args(argv)
 
     dataset = load_toy_dataset(args.dataset_name)
     true_samples = dataset.sample(2500, generator=torch.Generator().manual_seed(123))
@@ -86,10 +102,8 @@ def main() -> None:
                     args.output_dir, name.split("(")[-1].strip(")").replace(" ", "_"), str(seed)
                 )
                 run_flags = ["--config", PRESET, "--dataset_name", args.dataset_name, "--seed", str(seed)]
-                run_flags += flags
-                future = pool.submit(
-                    run_training, run_flags + shlex.split(args.extra_args), output_dir, args.jobs > 1
-                )
+                run_flags += [*shlex.split(args.extra_args), *flags]  # the method's flags win
+                future = pool.submit(run_training, run_flags, output_dir, args.jobs > 1)
                 runs[name, seed] = (future, output_dir)
         for name in methods(args.dataset_name):
             results = []
@@ -127,6 +141,7 @@ def main() -> None:
     figure_path = os.path.join(args.output_dir, f"{args.dataset_name}_samples.png")
     fig.savefig(figure_path, dpi=110, bbox_inches="tight")
     print(f"\nFigure: {figure_path}")
+    return dict(rows)
 
 
 if __name__ == "__main__":

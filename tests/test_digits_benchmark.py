@@ -73,3 +73,10 @@ def test_bad_arguments(digits_benchmark, argv, capsys):
     with pytest.raises(SystemExit):
         digits_benchmark.main(argv)
     assert "--redraws must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", ["--smart_weight 1", "--max_train_steps 2 --smart_weight=1"])
+def test_a_lambda_in_extra_args_is_refused_for_it_would_reach_the_plain_gan(digits_benchmark, extra, capsys):
+    with pytest.raises(SystemExit):
+        digits_benchmark.main(["--extra_args", extra])
+    assert "use --smart_weights" in capsys.readouterr().err

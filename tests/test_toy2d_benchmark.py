@@ -1,0 +1,40 @@
+"""benchmarks/toy2d.py on a tiny budget: every method trains from the preset and keeps its defining flags."""
+
+import json
+
+import pytest
+from smart_gan_helpers import load_benchmark
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+toy2d = load_benchmark("toy2d")
+
+
+def test_methods_keep_their_own_lambda_and_score_whatever_the_extra_args(tmp_path):
+    """A --smart_weight in --extra_args sets SMaRt's lambda; the plain GAN keeps 0 (its flag comes last)."""
+    extra = "--max_train_steps 3 --smart_warmup_start 0 --smart_warmup_steps 0 --smart_weight 1.5"
+    rows = toy2d.main(["--seeds", "0", "--extra_args", extra, "--output_dir", str(tmp_path)])
+    assert list(rows) == [
+        "true data",
+        "GAN",
+        "GAN + SMaRt (analytic score)",
+        "GAN + SMaRt (learned score)",
+    ]
+    configs = {
+        folder: json.loads((tmp_path / folder / "0" / "metrics.json").read_text())["config"]
+        for folder in ("GAN", "analytic_score", "learned_score")
+    }
+    assert configs["GAN"]["smart_weight"] == 0
+    assert configs["analytic_score"]["smart_weight"] == configs["learned_score"]["smart_weight"] == 1.5
+    assert configs["analytic_score"]["score"] == "analytic"
+    assert configs["learned_score"]["score"].endswith("grid25-mlp")
+    assert {config["max_train_steps"] for config in configs.values()} == {3}
+    assert all(0 <= run["high_quality_percent"] <= 100 for (run,) in list(rows.values())[1:])
+    assert (tmp_path / "grid25_samples.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("extra", ["--score analytic", "--score=analytic"])
+def test_a_score_in_extra_args_is_refused(extra, capsys):
+    with pytest.raises(SystemExit):
+        toy2d.main([f"--extra_args={extra}"])
+    assert "must not set --score" in capsys.readouterr().err
