@@ -63,6 +63,7 @@ def denoised_estimate(score: ScoreFunction, x: torch.Tensor, timestep: int) -> t
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Prints the comparison table; returns one row per (timestep, distance band)."""
     args = parse_args(argv)
     data = load_toy_dataset(args.dataset_name)
     if args.score == "analytic":
