@@ -7,6 +7,7 @@ Wasserstein distance to fresh data. Prints a markdown table and writes a side-by
     python benchmarks/toy2d.py                      # grid25, 3 seeds, the toy recipe below
     python benchmarks/toy2d.py --jobs 2             # two runs at a time, one thread each
     python benchmarks/toy2d.py --seeds 0 1 2 3 4 --extra_args "--max_train_steps 8000"
+    python benchmarks/toy2d.py --methods analytic learned   # skip the plain GAN (its runs do not depend on t)
 
 Every run starts from the toy preset `training/configs/grid25.yaml` (the best recipe found on grid25 at about
 a minute per run on a 2-core CPU, see the README): a 2-D-latent MLP generator with BatchNorm, Adam(0.5, 0.999)
@@ -37,6 +38,13 @@ TRAIN_SCRIPT = os.path.join(REPO_ROOT, "training", "train_smart_gan.py")
 PRESET = os.path.join(REPO_ROOT, "training", "configs", "grid25.yaml")
 LEARNED_SCORES = {
     "grid25": os.path.join(REPO_ROOT, "src", "smart_hf", "assets", "score_models", "grid25-mlp")
+}
+
+
+METHOD_NAMES = {
+    "gan": "GAN",
+    "analytic": "GAN + SMaRt (analytic score)",
+    "learned": "GAN + SMaRt (learned score)",
 }
 
 
@@ -75,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Flags passed to every training run, before each method's own flags: a --smart_weight here sets "
         "the SMaRt methods' lambda, and the plain GAN keeps 0.",
     )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=sorted(METHOD_NAMES),
+        help="Which methods to train (default: every one the data set has; 'learned' needs a shipped score).",
+    )
     parser.add_argument("--output_dir", default="outputs/benchmarks/toy2d")
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time; > 1 gives each run one thread.")
     args = parser.parse_args(argv)
@@ -83,12 +97,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--extra_args must not set --score: the methods differ by their score (analytic, learned). "
             "To try another score model, train with training/train_smart_gan.py --score <path>."
         )
+    if args.methods and "learned" in args.methods and args.dataset_name not in LEARNED_SCORES:
+        parser.error(f"No learned score is shipped for {args.dataset_name}: drop 'learned' from --methods.")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     """Trains every method on every seed and prints the table; returns each method's per-seed metrics."""
     args = parse_args(argv)
+    selected = {
+        name: flags
+        for name, flags in methods(args.dataset_name).items()
+        if args.methods is None or name in {METHOD_NAMES[method] for method in args.methods}
+    }
 
     dataset = load_toy_dataset(args.dataset_name)
     true_samples = dataset.sample(2500, generator=torch.Generator().manual_seed(123))
@@ -96,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     scatter = {"true data": true_samples.numpy()}
     runs = {}
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        for name, flags in methods(args.dataset_name).items():
+        for name, flags in selected.items():
             for seed in args.seeds:
                 output_dir = os.path.join(
                     args.output_dir, name.split("(")[-1].strip(")").replace(" ", "_"), str(seed)
@@ -105,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
                 run_flags += [*shlex.split(args.extra_args), *flags]  # the method's flags win
                 future = pool.submit(run_training, run_flags, output_dir, args.jobs > 1)
                 runs[name, seed] = (future, output_dir)
-        for name in methods(args.dataset_name):
+        for name in selected:
             results = []
             for seed in args.seeds:
                 future, output_dir = runs[name, seed]

@@ -33,6 +33,19 @@ def test_methods_keep_their_own_lambda_and_score_whatever_the_extra_args(tmp_pat
     assert (tmp_path / "grid25_samples.png").stat().st_size > 0
 
 
+def test_methods_selects_which_to_train(tmp_path):
+    argv = ["--seeds", "0", "--methods", "analytic", "--extra_args", "--max_train_steps 2"]
+    rows = toy2d.main([*argv, "--output_dir", str(tmp_path)])
+    assert list(rows) == ["true data", "GAN + SMaRt (analytic score)"]
+    assert sorted(path.name for path in tmp_path.iterdir() if path.is_dir()) == ["analytic_score"]
+
+
+def test_learned_is_refused_where_no_learned_score_is_shipped(capsys):
+    with pytest.raises(SystemExit):
+        toy2d.main(["--dataset_name", "ring8", "--methods", "learned"])
+    assert "No learned score is shipped for ring8" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra", ["--score analytic", "--score=analytic"])
 def test_a_score_in_extra_args_is_refused(extra, capsys):
     with pytest.raises(SystemExit):
