@@ -48,11 +48,12 @@ METHOD_NAMES = {
 }
 
 
-def methods(dataset_name: str) -> dict[str, list[str]]:
-    runs = {"GAN": ["--smart_weight", "0"], "GAN + SMaRt (analytic score)": ["--score", "analytic"]}
+def methods(dataset_name: str, chosen: list[str] | None = None) -> dict[str, list[str]]:
+    """Display name -> the flags that make the method, for the `chosen` ids (None: all the data set has)."""
+    flags = {"gan": ["--smart_weight", "0"], "analytic": ["--score", "analytic"]}
     if dataset_name in LEARNED_SCORES:
-        runs["GAN + SMaRt (learned score)"] = ["--score", LEARNED_SCORES[dataset_name]]
-    return runs
+        flags["learned"] = ["--score", LEARNED_SCORES[dataset_name]]
+    return {METHOD_NAMES[key]: value for key, value in flags.items() if chosen is None or key in chosen}
 
 
 def run_training(flags: list[str], output_dir: str, single_thread: bool) -> dict:
@@ -105,11 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     """Trains every method on every seed and prints the table; returns each method's per-seed metrics."""
     args = parse_args(argv)
-    selected = {
-        name: flags
-        for name, flags in methods(args.dataset_name).items()
-        if args.methods is None or name in {METHOD_NAMES[method] for method in args.methods}
-    }
+    selected = methods(args.dataset_name, args.methods)
 
     dataset = load_toy_dataset(args.dataset_name)
     true_samples = dataset.sample(2500, generator=torch.Generator().manual_seed(123))
