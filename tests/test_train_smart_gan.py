@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -71,6 +72,8 @@ def test_learned_score_folder_is_accepted(tmp_path):
         (["--smart_weight", "-0.1"], "must be >= 0"),
         (["--smart_interval", "0"], "interval must be >= 1"),
         (["--lr_warmup_steps", "-1"], "--lr_warmup_steps must be >= 0"),
+        (["--lr_decay_steps", "5"], "sets the decay of --lr_scheduler warmup_stable_decay"),
+        (["--lr_scheduler", "warmup_stable_decay", "--lr_decay_steps", "0"], r"must be in \[1, .* = 20\]"),
         (["--masked_gan", "spatial"], "grid25 is a toy 2-D set. Use --masked_gan none"),
         (["--diffusion_gan", "--diffusion_gan_t_min", "0"], "Diffusion-GAN needs 1 <= t_min <= t_max"),
     ],
@@ -145,6 +148,24 @@ def test_linear_lr_schedule_decays_both_learning_rates_to_zero_across_a_resume(t
     assert learning_rates(halfway) == pytest.approx([5e-4, 1e-3])
     assert learning_rates(tmp_path / "checkpoint-20") == pytest.approx([0.0, 0.0])
     assert learning_rates(tmp_path / "first-run-end") == pytest.approx([0.0, 0.0])
+
+
+def test_warmup_stable_decay_holds_then_decays_linearly_to_zero_across_a_resume(tmp_path):
+    flags = ("--checkpointing_steps", "5", "--lr_scheduler", "warmup_stable_decay", "--lr_decay_steps", "8")
+    run(tmp_path, *flags, "--g_learning_rate", "1e-3")
+    (tmp_path / "checkpoint-20").rename(tmp_path / "first-run-end")
+    shutil.rmtree(tmp_path / "checkpoint-15")
+    run(tmp_path, *flags, "--g_learning_rate", "1e-3", "--resume_from_checkpoint", "latest")  # from 10
+
+    def generator_learning_rate(checkpoint):
+        optimizer = torch.load(tmp_path / checkpoint / "optimizer.bin", weights_only=True)
+        return optimizer["param_groups"][0]["lr"]
+
+    # Stable for 20 - 8 = 12 steps, then 1e-3 · (20 - step) / 8.
+    checkpoints = ("checkpoint-5", "checkpoint-10", "checkpoint-15", "checkpoint-20", "first-run-end")
+    assert [generator_learning_rate(checkpoint) for checkpoint in checkpoints] == pytest.approx(
+        [1e-3, 1e-3, 1e-3 * 5 / 8, 0.0, 0.0]
+    )
 
 
 DIFFUSION_GAN = (

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 # Checkpoint folders and toy batches work as in the score-model script, which shares the output layout.
 from train_score_model import ToyBatches, find_checkpoint, prune_checkpoints  # noqa: E402
+from transformers.optimization import get_wsd_schedule  # noqa: E402
 
 import smart_hf  # noqa: E402
 from smart_hf import hub  # noqa: E402
@@ -84,7 +85,15 @@ ARCHITECTURES = {
 }
 MODEL_FOLDERS = ("generator", "discriminator")  # in the order of `accelerator.prepare`
 EMA_FOLDER = "generator_ema"
-LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+LR_SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "warmup_stable_decay",
+)
 STATE_NAME = "training_state.json"
 # Settings that do not change the trained model, left out of the model card.
 NOT_TRAINING_SETTINGS = {
@@ -213,9 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr_scheduler",
         default="constant",
         choices=LR_SCHEDULERS,
-        help="diffusers' `get_scheduler`, applied to both learning rates over --max_train_steps.",
+        help="diffusers' `get_scheduler`, applied to both learning rates over --max_train_steps; "
+        "warmup_stable_decay (transformers' WSD) holds the rate, then decays it linearly to 0 over "
+        "the last --lr_decay_steps.",
     )
     training.add_argument("--lr_warmup_steps", type=int, default=0, help="Generator steps of warm-up.")
+    training.add_argument(
+        "--lr_decay_steps",
+        type=int,
+        default=None,
+        help="warmup_stable_decay only: generator steps of the final linear decay (default: last quarter).",
+    )
     training.add_argument("--adam_beta1", type=float, default=0.0)
     training.add_argument("--adam_beta2", type=float, default=0.9)
     training.add_argument(
@@ -447,6 +464,17 @@ def check_args(args: argparse.Namespace) -> None:
         )
     if args.lr_warmup_steps < 0:
         raise ValueError(f"--lr_warmup_steps must be >= 0, got {args.lr_warmup_steps}.")
+    if args.lr_decay_steps is not None:
+        if args.lr_scheduler != "warmup_stable_decay":
+            raise ValueError(
+                f"--lr_decay_steps sets the decay of --lr_scheduler warmup_stable_decay; "
+                f"--lr_scheduler is {args.lr_scheduler}. Drop it or change the scheduler."
+            )
+        if not 0 < args.lr_decay_steps <= args.max_train_steps - args.lr_warmup_steps:
+            raise ValueError(
+                f"--lr_decay_steps must be in [1, max_train_steps - lr_warmup_steps = "
+                f"{args.max_train_steps - args.lr_warmup_steps}], got {args.lr_decay_steps}."
+            )
     is_toy = args.dataset_name in TOY_DATASETS
     if is_toy and (args.train_data_dir or args.class_conditional):
         raise ValueError(f"--dataset_name {args.dataset_name} is a toy 2-D set: it takes no image options.")
@@ -673,6 +701,29 @@ def averaged_generator(generator: ModelMixin, ema: EMAModel | None) -> ModelMixi
     if ema is not None:
         ema.copy_to(averaged.parameters())
     return averaged.eval()
+
+
+def learning_rate_scheduler(
+    args: argparse.Namespace, optimizer: torch.optim.Optimizer, num_processes: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """`--lr_scheduler` over --max_train_steps: diffusers' schedules, and transformers' warmup-stable-decay
+    with a linear decay over the last --lr_decay_steps (default: the last quarter)."""
+    warmup_steps, training_steps = args.lr_warmup_steps * num_processes, args.max_train_steps * num_processes
+    if args.lr_scheduler == "warmup_stable_decay":
+        decay_steps = args.lr_decay_steps or (args.max_train_steps - args.lr_warmup_steps) // 4
+        return get_wsd_schedule(
+            optimizer,
+            num_warmup_steps=warmup_steps,
+            num_decay_steps=max(decay_steps, 1) * num_processes,
+            num_training_steps=training_steps,
+            decay_type="linear",
+        )
+    return get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=warmup_steps,
+        num_training_steps=training_steps,
+    )
 
 
 def apply_update(accelerator: Accelerator, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
@@ -945,12 +996,7 @@ def main(args: argparse.Namespace) -> dict:
     # process's step, hence the factor (as in diffusers' training scripts).
     lr_scheduler_g, lr_scheduler_d = accelerator.prepare(
         *(
-            get_scheduler(
-                args.lr_scheduler,
-                optimizer=optimizer,
-                num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-                num_training_steps=args.max_train_steps * accelerator.num_processes,
-            )
+            learning_rate_scheduler(args, optimizer, accelerator.num_processes)
             for optimizer in (optimizer_g, optimizer_d)
         )
     )
