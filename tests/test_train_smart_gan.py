@@ -132,6 +132,19 @@ def test_toy_run_resumes_with_ema(tmp_path):
     assert (tmp_path / "generator_ema" / "config.json").exists()
 
 
+def test_ema_generator_gets_batch_norm_statistics_of_its_own_weights(tmp_path):
+    run(tmp_path, "--use_ema", "--generator_batch_norm", "--latent_dim", "2")
+    live = ToyGenerator.from_pretrained(tmp_path / "generator")
+    averaged = ToyGenerator.from_pretrained(tmp_path / "generator_ema")
+    latents = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = averaged.net[0](latents)  # what the first BatchNorm sees with the averaged weights
+    norm, live_norm = averaged.net[1], live.net[1]
+    assert torch.allclose(norm.running_mean, features.mean(0), atol=0.05 * features.std().item())
+    assert torch.allclose(norm.running_var, features.var(0), rtol=0.1)
+    assert not torch.allclose(live_norm.running_var, features.var(0), rtol=0.1)  # the live statistics do not fit
+
+
 def test_linear_lr_schedule_decays_both_learning_rates_to_zero_across_a_resume(tmp_path):
     flags = ("--checkpointing_steps", "10", "--lr_scheduler", "linear", "--g_learning_rate", "1e-3")
     run(tmp_path, *flags, "--max_train_steps", "20", "--d_learning_rate", "2e-3")

@@ -48,6 +48,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from diffusers.models.modeling_utils import ModelMixin  # noqa: E402
 from diffusers.optimization import get_scheduler  # noqa: E402
 from diffusers.training_utils import EMAModel  # noqa: E402
+from torch.optim.swa_utils import update_bn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 # Checkpoint folders and toy batches work as in the score-model script, which shares the output layout.
@@ -85,6 +86,7 @@ ARCHITECTURES = {
 }
 MODEL_FOLDERS = ("generator", "discriminator")  # in the order of `accelerator.prepare`
 EMA_FOLDER = "generator_ema"
+BATCH_NORM_RECALIBRATION_BATCHES = 50
 LR_SCHEDULERS = (
     "constant",
     "constant_with_warmup",
@@ -691,16 +693,46 @@ def endless_batches(accelerator: Accelerator, dataloader, start_batch: int):
         epoch, skip = epoch + 1, 0
 
 
-def averaged_generator(generator: ModelMixin, ema: EMAModel | None) -> ModelMixin:
+def averaged_generator(generator: ModelMixin, ema: EMAModel | None, args: argparse.Namespace) -> ModelMixin:
     """An eval-mode copy of `generator` holding the EMA weights when there is an EMA.
 
-    `EMAModel` averages parameters only, and its `save_pretrained` rebuilds the model from its config, which
-    would reset the BatchNorm statistics the generator samples with; the copy keeps the generator's own.
+    `EMAModel` averages parameters only, so the BatchNorm statistics the live generator gathered do not fit
+    the averaged weights (on grid25 they cost most of the high-quality samples): the copy gets its own,
+    recomputed by `recalibrate_batch_norm`.
     """
     averaged = copy.deepcopy(generator).requires_grad_(False)
     if ema is not None:
         ema.copy_to(averaged.parameters())
+        recalibrate_batch_norm(averaged, args.train_batch_size, args.seed)
     return averaged.eval()
+
+
+class _KeywordForward(torch.nn.Module):
+    """Calls the wrapped model with a batch of keyword arguments, as `update_bn` passes one input only."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**inputs)
+
+
+def recalibrate_batch_norm(
+    generator: ModelMixin, batch_size: int, seed: int, num_batches: int = BATCH_NORM_RECALIBRATION_BATCHES
+) -> None:
+    """Recompute the BatchNorm running statistics of `generator` for its present weights (torch's `update_bn`,
+    as for SWA): the average over `num_batches` training-size batches of latents, with uniform class labels
+    for a class-conditional generator. Its own random generator leaves the training's random state alone."""
+    rng = torch.Generator().manual_seed(seed)
+    num_classes = generator.config.get("num_classes")
+    batches = []
+    for _ in range(num_batches):
+        inputs = {"latents": torch.randn(batch_size, generator.config.latent_dim, generator=rng)}
+        if num_classes:
+            inputs["class_labels"] = torch.randint(num_classes, (batch_size,), generator=rng)
+        batches.append({name: tensor.to(generator.device) for name, tensor in inputs.items()})
+    update_bn(batches, _KeywordForward(generator))
 
 
 def learning_rate_scheduler(
@@ -1032,7 +1064,7 @@ def main(args: argparse.Namespace) -> dict:
                 accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, folder))
             state = asdict(progress)
             if ema is not None:
-                averaged_generator(unwrapped_generator, ema).save_pretrained(
+                averaged_generator(unwrapped_generator, ema, args).save_pretrained(
                     os.path.join(output_dir, EMA_FOLDER)
                 )
                 state["ema"] = {
@@ -1166,7 +1198,9 @@ def main(args: argparse.Namespace) -> dict:
             accelerator.save_state(last_checkpoint)  # every process writes its own random states
         if not is_toy and args.save_images_steps and global_step % args.save_images_steps == 0:
             if accelerator.is_main_process:
-                save_sample_grid(accelerator, args, averaged_generator(unwrapped_generator, ema), global_step)
+                save_sample_grid(
+                    accelerator, args, averaged_generator(unwrapped_generator, ema, args), global_step
+                )
     progress_bar.close()
     loop_seconds = time.time() - start_time
 
@@ -1175,7 +1209,7 @@ def main(args: argparse.Namespace) -> dict:
     results: dict = {}
     if accelerator.is_main_process:
         unwrapped_generator.save_pretrained(os.path.join(args.output_dir, "generator"))
-        final = averaged_generator(unwrapped_generator, ema)
+        final = averaged_generator(unwrapped_generator, ema, args)
         if ema is not None:
             final.save_pretrained(os.path.join(args.output_dir, EMA_FOLDER))
         steps_run = progress.global_step - start_step
