@@ -41,7 +41,7 @@ def test_trains_both_methods_from_the_preset_and_judges_each_draw(trained, capsy
         for name in ("GAN", "GAN_SMaRt")
     }
     assert configs["GAN"]["smart_weight"] == 0
-    assert configs["GAN_SMaRt"]["smart_weight"] == 0.5  # the preset's
+    assert configs["GAN_SMaRt"]["smart_weight"] == 0.7  # the preset's
     assert configs["GAN"]["max_train_steps"] == configs["GAN_SMaRt"]["max_train_steps"] == 2
     assert (output_dir / "digits_samples.png").stat().st_size > 0
 

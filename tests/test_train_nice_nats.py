@@ -87,7 +87,7 @@ def test_separate_adam_betas_reach_the_optimizers(tmp_path):
 def test_ttur_preset_overlays_another_preset_and_flags_override_it():
     digits, ttur = str(CONFIGS / "digits.yaml"), str(CONFIGS / "ttur.yaml")
     args = train_smart_gan.parse_args(["--config", digits, "--config", ttur])
-    assert args.dataset_name == "digits" and args.smart_weight == 0.5  # from digits.yaml
+    assert args.dataset_name == "digits" and args.smart_weight == 0.7  # from digits.yaml
     assert (args.g_learning_rate, args.d_learning_rate) == (1e-4, 3e-4)  # from ttur.yaml, which comes later
     assert args.g_adam_betas == args.d_adam_betas == [0.0, 0.9]
     args = train_smart_gan.parse_args(["--config", ttur, "--d_adam_betas", "0.5", "0.99"])

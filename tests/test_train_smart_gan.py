@@ -142,7 +142,7 @@ def test_ema_generator_gets_batch_norm_statistics_of_its_own_weights(tmp_path):
     norm, live_norm = averaged.net[1], live.net[1]
     assert torch.allclose(norm.running_mean, features.mean(0), atol=0.05 * features.std().item())
     assert torch.allclose(norm.running_var, features.var(0), rtol=0.1)
-    assert not torch.allclose(live_norm.running_var, features.var(0), rtol=0.1)  # the live statistics do not fit
+    assert not torch.allclose(live_norm.running_var, features.var(0), rtol=0.1)  # the live ones do not fit
 
 
 def test_linear_lr_schedule_decays_both_learning_rates_to_zero_across_a_resume(tmp_path):
