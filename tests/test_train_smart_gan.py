@@ -49,6 +49,32 @@ def test_batch_norm_generator_and_narrower_discriminator(tmp_path):
     assert not torch.allclose(norms[0].running_var, torch.ones(16))
 
 
+def test_fourier_features_are_fixed_and_travel_with_the_weights(tmp_path):
+    run(
+        tmp_path,
+        "--g_fourier_scale",
+        "3",
+        "--d_fourier_scale",
+        "0.5",
+        "--fourier_features",
+        "4",
+        "--checkpointing_steps",
+        "10",
+    )
+    generator = ToyGenerator.from_pretrained(tmp_path / "generator").eval()
+    early = ToyGenerator.from_pretrained(tmp_path / "checkpoint-10" / "generator")
+    projection = generator.input_features.projection
+    assert projection.shape == (8, 4) and torch.equal(projection, early.input_features.projection)
+    assert 1.5 < projection.std() < 6  # drawn with std 3
+    latents = torch.randn(5, 8)
+    angles = latents @ projection
+    first_layer = generator.net[0](torch.cat([latents, angles.sin(), angles.cos()], dim=-1))
+    assert torch.allclose(generator.net[1:](first_layer), generator(latents), atol=1e-6)
+    discriminator = ToyDiscriminator.from_pretrained(tmp_path / "checkpoint-10" / "discriminator")
+    assert discriminator.net[0].in_features == 2 + 2 * 4
+    assert discriminator.input_features.projection.abs().max() < 5  # std 0.5
+
+
 def test_learned_score_folder_is_accepted(tmp_path):
     MLPNoisePredictor(hidden_dim=16, num_layers=1).save_pretrained(tmp_path / "score" / "score_model")
     results = run(
@@ -76,6 +102,8 @@ def test_learned_score_folder_is_accepted(tmp_path):
         (["--lr_scheduler", "warmup_stable_decay", "--lr_decay_steps", "0"], r"must be in \[1, .* = 20\]"),
         (["--masked_gan", "spatial"], "grid25 is a toy 2-D set. Use --masked_gan none"),
         (["--diffusion_gan", "--diffusion_gan_t_min", "0"], "Diffusion-GAN needs 1 <= t_min <= t_max"),
+        (["--d_fourier_scale", "-1"], "--d_fourier_scale must be >= 0"),
+        (["--dataset_name", "digits", "--g_fourier_scale", "3"], "digits is an image data set: drop them"),
     ],
 )
 def test_bad_inputs_fail_before_training(tmp_path, flags, message):

@@ -197,6 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--generator_batch_norm", action="store_true", help="Toy MLP generator: BatchNorm after each layer."
     )
+    model.add_argument(
+        "--g_fourier_scale",
+        type=float,
+        default=0.0,
+        help="Toy MLP generator: feed it --fourier_features random Fourier features of the latent, frequencies "
+        "~ N(0, scale²) (0 = off).",
+    )
+    model.add_argument(
+        "--d_fourier_scale",
+        type=float,
+        default=0.0,
+        help="Toy MLP discriminator: the same for its input point (0 = off).",
+    )
+    model.add_argument(
+        "--fourier_features",
+        type=int,
+        default=64,
+        help="Toy MLPs: how many Fourier features (sin and cos each).",
+    )
 
     training = parser.add_argument_group("training")
     training.add_argument("--max_train_steps", type=int, default=4000, help="Generator steps.")
@@ -480,6 +499,16 @@ def check_args(args: argparse.Namespace) -> None:
     is_toy = args.dataset_name in TOY_DATASETS
     if is_toy and (args.train_data_dir or args.class_conditional):
         raise ValueError(f"--dataset_name {args.dataset_name} is a toy 2-D set: it takes no image options.")
+    if not is_toy and (args.g_fourier_scale or args.d_fourier_scale):
+        raise ValueError(
+            "--g_fourier_scale and --d_fourier_scale give the toy MLPs Fourier features of their 2-D inputs; "
+            f"{args.dataset_name} is an image data set: drop them."
+        )
+    if args.g_fourier_scale < 0 or args.d_fourier_scale < 0 or args.fourier_features < 1:
+        raise ValueError(
+            f"--g_fourier_scale and --d_fourier_scale must be >= 0 (0 = off) and --fourier_features >= 1, got "
+            f"{args.g_fourier_scale}, {args.d_fourier_scale} and {args.fourier_features}."
+        )
     if is_toy and args.max_train_samples is not None:
         raise ValueError(
             f"--max_train_samples subsets an image data set, but {args.dataset_name} is a toy 2-D set whose "
@@ -957,13 +986,21 @@ def main(args: argparse.Namespace) -> dict:
         dataset, num_classes = None, None
         batches = ToyBatches(toy, args.train_batch_size, args.seed + accelerator.process_index)
         generator = ToyGenerator(
-            args.latent_dim, toy.means.shape[1], args.hidden_dim, args.num_layers, args.generator_batch_norm
+            args.latent_dim,
+            toy.means.shape[1],
+            args.hidden_dim,
+            args.num_layers,
+            args.generator_batch_norm,
+            args.fourier_features,
+            args.g_fourier_scale,
         )
         discriminator = ToyDiscriminator(
             toy.means.shape[1],
             args.d_hidden_dim or args.hidden_dim,
             args.num_layers,
             discriminator_timesteps(args),
+            args.fourier_features,
+            args.d_fourier_scale,
         )
         sample_shape: tuple[int, ...] = (toy.means.shape[1],)
     else:

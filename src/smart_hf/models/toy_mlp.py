@@ -31,11 +31,41 @@ def _mlp(
     return nn.Sequential(*layers)
 
 
+class FourierFeatures(nn.Module):
+    """x -> [x, sin(x·B), cos(x·B)] with a fixed random B ~ N(0, scale²) of shape (in_dim, num_features).
+
+    An MLP on raw low-dimensional coordinates learns high-frequency functions slowly (spectral bias; Tancik et
+    al., 2020); these features let it draw sharp edges early. B is a buffer: saved with the weights, never trained.
+    """
+
+    def __init__(self, in_dim: int, num_features: int, scale: float):
+        super().__init__()
+        if num_features < 1 or scale <= 0:
+            raise ValueError(
+                f"Fourier features need num_features >= 1 and scale > 0, got {num_features} and {scale}."
+            )
+        self.register_buffer("projection", torch.randn(in_dim, num_features) * scale)
+        self.out_dim = in_dim + 2 * num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        angles = x @ self.projection.to(x.dtype)
+        return torch.cat([x, angles.sin(), angles.cos()], dim=-1)
+
+
+def _input_features(in_dim: int, num_features: int, scale: float) -> tuple[nn.Module, int]:
+    """(Fourier features of the input when `scale` > 0, else the identity; their width)."""
+    if scale > 0:
+        features = FourierFeatures(in_dim, num_features, scale)
+        return features, features.out_dim
+    return nn.Identity(), in_dim
+
+
 class ToyGenerator(ModelMixin, ConfigMixin):
     """Maps a standard-normal latent to a point in `data_dim` dimensions.
 
     `batch_norm` puts BatchNorm after every hidden layer: it lets a generator with a 2-D latent carve sharp
     cells for many separated modes and keep training with Adam beta1 = 0.5, where the plain MLP collapses.
+    `fourier_scale` > 0 feeds the MLP `fourier_features` random Fourier features of the latent besides it.
     """
 
     @register_to_config
@@ -46,12 +76,15 @@ class ToyGenerator(ModelMixin, ConfigMixin):
         hidden_dim: int = 256,
         num_layers: int = 3,
         batch_norm: bool = False,
+        fourier_features: int = 64,
+        fourier_scale: float = 0.0,
     ):
         super().__init__()
-        self.net = _mlp(latent_dim, hidden_dim, num_layers, data_dim, nn.ReLU, batch_norm)
+        self.input_features, in_dim = _input_features(latent_dim, fourier_features, fourier_scale)
+        self.net = _mlp(in_dim, hidden_dim, num_layers, data_dim, nn.ReLU, batch_norm)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.net(latents)
+        return self.net(self.input_features(latents))
 
 
 class ToyDiscriminator(ModelMixin, ConfigMixin):
@@ -59,15 +92,25 @@ class ToyDiscriminator(ModelMixin, ConfigMixin):
 
     With `num_timesteps` > 0, logit = w·phi + embed_timestep(t)·phi, phi the last hidden features (a
     projection term, as in the image discriminators); the embedding starts at zero, so t is learned from a
-    discriminator that ignores it. Without timesteps the term is skipped.
+    discriminator that ignores it. Without timesteps the term is skipped. `fourier_scale` > 0 feeds the MLP
+    `fourier_features` random Fourier features of the point besides it.
     """
 
     @register_to_config
-    def __init__(self, data_dim: int = 2, hidden_dim: int = 256, num_layers: int = 3, num_timesteps: int = 0):
+    def __init__(
+        self,
+        data_dim: int = 2,
+        hidden_dim: int = 256,
+        num_layers: int = 3,
+        num_timesteps: int = 0,
+        fourier_features: int = 64,
+        fourier_scale: float = 0.0,
+    ):
         super().__init__()
         if num_timesteps < 0:
             raise ValueError(f"`num_timesteps` must be >= 0 (0 = no timestep input), got {num_timesteps}.")
-        self.net = _mlp(data_dim, hidden_dim, num_layers, 1, lambda: nn.LeakyReLU(0.2))
+        self.input_features, in_dim = _input_features(data_dim, fourier_features, fourier_scale)
+        self.net = _mlp(in_dim, hidden_dim, num_layers, 1, lambda: nn.LeakyReLU(0.2))
         self.timestep_embedding = None
         if num_timesteps:
             self.timestep_embedding = nn.Embedding(num_timesteps, self.net[-1].in_features)
@@ -75,7 +118,7 @@ class ToyDiscriminator(ModelMixin, ConfigMixin):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | int | None = None) -> torch.Tensor:
         if timesteps is None:
-            return self.net(x).squeeze(-1)
+            return self.net(self.input_features(x)).squeeze(-1)
         if self.timestep_embedding is None:
             raise ValueError(
                 "ToyDiscriminator was built without a timestep input (num_timesteps=0); "
@@ -89,7 +132,7 @@ class ToyDiscriminator(ModelMixin, ConfigMixin):
                 f"timesteps must be an integer or integer tensor of shape ({x.shape[0]},), "
                 f"got {timesteps.dtype} of shape {tuple(timesteps.shape)}."
             )
-        features = self.net[:-1](x)
+        features = self.net[:-1](self.input_features(x))
         return self.net[-1](features).squeeze(-1) + (self.timestep_embedding(timesteps) * features).sum(-1)
 
 
