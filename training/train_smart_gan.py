@@ -201,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--g_fourier_scale",
         type=float,
         default=0.0,
-        help="Toy MLP generator: feed it --fourier_features random Fourier features of the latent, frequencies "
-        "~ N(0, scale²) (0 = off).",
+        help="Toy MLP generator: feed it --fourier_features random Fourier features of the latent, "
+        "frequencies ~ N(0, scale²) (0 = off).",
     )
     model.add_argument(
         "--d_fourier_scale",
@@ -506,8 +506,8 @@ def check_args(args: argparse.Namespace) -> None:
         )
     if args.g_fourier_scale < 0 or args.d_fourier_scale < 0 or args.fourier_features < 1:
         raise ValueError(
-            f"--g_fourier_scale and --d_fourier_scale must be >= 0 (0 = off) and --fourier_features >= 1, got "
-            f"{args.g_fourier_scale}, {args.d_fourier_scale} and {args.fourier_features}."
+            "--g_fourier_scale and --d_fourier_scale must be >= 0 (0 = off) and --fourier_features >= 1, "
+            f"got {args.g_fourier_scale}, {args.d_fourier_scale} and {args.fourier_features}."
         )
     if is_toy and args.max_train_samples is not None:
         raise ValueError(

@@ -34,8 +34,9 @@ def _mlp(
 class FourierFeatures(nn.Module):
     """x -> [x, sin(x·B), cos(x·B)] with a fixed random B ~ N(0, scale²) of shape (in_dim, num_features).
 
-    An MLP on raw low-dimensional coordinates learns high-frequency functions slowly (spectral bias; Tancik et
-    al., 2020); these features let it draw sharp edges early. B is a buffer: saved with the weights, never trained.
+    An MLP on raw low-dimensional coordinates learns high-frequency functions slowly (spectral bias; Tancik
+    et al., 2020); these features let it draw sharp edges early. B is a buffer: saved with the weights, never
+    trained.
     """
 
     def __init__(self, in_dim: int, num_features: int, scale: float):
