@@ -104,6 +104,7 @@ def test_learned_score_folder_is_accepted(tmp_path):
         (["--diffusion_gan", "--diffusion_gan_t_min", "0"], "Diffusion-GAN needs 1 <= t_min <= t_max"),
         (["--d_fourier_scale", "-1"], "--d_fourier_scale must be >= 0"),
         (["--dataset_name", "digits", "--g_fourier_scale", "3"], "digits is an image data set: drop them"),
+        (["--fourier_features", "8"], "--fourier_features only acts with --g_fourier_scale"),
     ],
 )
 def test_bad_inputs_fail_before_training(tmp_path, flags, message):

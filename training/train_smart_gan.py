@@ -499,10 +499,16 @@ def check_args(args: argparse.Namespace) -> None:
     is_toy = args.dataset_name in TOY_DATASETS
     if is_toy and (args.train_data_dir or args.class_conditional):
         raise ValueError(f"--dataset_name {args.dataset_name} is a toy 2-D set: it takes no image options.")
-    if not is_toy and (args.g_fourier_scale or args.d_fourier_scale):
+    fourier_on = args.g_fourier_scale or args.d_fourier_scale
+    if not is_toy and fourier_on:
         raise ValueError(
-            "--g_fourier_scale and --d_fourier_scale give the toy MLPs Fourier features of their 2-D inputs; "
+            "--g_fourier_scale and --d_fourier_scale give the toy MLPs Fourier features of their inputs; "
             f"{args.dataset_name} is an image data set: drop them."
+        )
+    if not fourier_on and args.fourier_features != build_parser().get_default("fourier_features"):
+        raise ValueError(
+            "--fourier_features only acts with --g_fourier_scale or --d_fourier_scale > 0: add one, or "
+            "drop it."
         )
     if args.g_fourier_scale < 0 or args.d_fourier_scale < 0 or args.fourier_features < 1:
         raise ValueError(
