@@ -96,10 +96,11 @@ def test_conditional_run_exports_logs_samples_and_pushes(tmp_path, folder, monke
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, folder, score):
     """A run stopped after checkpoint-4 and resumed to step 8 ends with the weights, EMA, optimizer states and
-    counters of a run that was never stopped (3 batches per epoch: it resumes mid-epoch)."""
+    counters of a run that was never stopped (3 batches per epoch: it resumes mid-epoch; the generator's
+    BatchNorm freezes after the resume)."""
     flags = (
         f"--train_data_dir {folder} --cache_dir {tmp_path / 'cache'} --score {score} --train_batch_size 2 "
-        "--use_ema --checkpointing_steps 4 --r1_gamma 0.1 --r1_interval 3"
+        "--use_ema --checkpointing_steps 4 --r1_gamma 0.1 --r1_interval 3 --freeze_batch_norm_step 6"
     ).split()
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run(whole, *flags, "--max_train_steps", "8", "--checkpoints_total_limit", "1")

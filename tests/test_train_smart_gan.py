@@ -105,6 +105,8 @@ def test_learned_score_folder_is_accepted(tmp_path):
         (["--d_fourier_scale", "-1"], "--d_fourier_scale must be >= 0"),
         (["--dataset_name", "digits", "--g_fourier_scale", "3"], "digits is an image data set: drop them"),
         (["--fourier_features", "8"], "--fourier_features only acts with --g_fourier_scale"),
+        (["--freeze_batch_norm_step", "-1"], "--freeze_batch_norm_step must be >= 0, got -1"),
+        (["--freeze_batch_norm_step", "5"], "the toy generator has none: add --generator_batch_norm"),
     ],
 )
 def test_bad_inputs_fail_before_training(tmp_path, flags, message):
@@ -172,6 +174,26 @@ def test_ema_generator_gets_batch_norm_statistics_of_its_own_weights(tmp_path):
     assert torch.allclose(norm.running_mean, features.mean(0), atol=0.05 * features.std().item())
     assert torch.allclose(norm.running_var, features.var(0), rtol=0.1)
     assert not torch.allclose(live_norm.running_var, features.var(0), rtol=0.1)  # the live ones do not fit
+
+
+def test_frozen_batch_norm_keeps_the_statistics_of_the_freeze_step_and_resumes_exactly(tmp_path):
+    flags = ["--generator_batch_norm", "--latent_dim", "2", "--freeze_batch_norm_step", "5"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run(whole, *flags, "--checkpointing_steps", "5")
+    at_freeze, after, final = (
+        ToyGenerator.from_pretrained(whole / folder / "generator")
+        for folder in ("checkpoint-5", "checkpoint-10", ".")
+    )
+    train_smart_gan.recalibrate_batch_norm(at_freeze, batch_size=32, seed=0)  # TINY's batch, the default seed
+    for model in (after, final):
+        assert torch.equal(model.net[1].running_mean, at_freeze.net[1].running_mean)
+        assert torch.equal(model.net[1].running_var, at_freeze.net[1].running_var)
+    assert not torch.equal(after.net[0].weight, final.net[0].weight)  # the weights still train
+
+    run(resumed, *flags, "--checkpointing_steps", "10", "--max_train_steps", "10")
+    run(resumed, *flags, "--checkpointing_steps", "10", "--resume_from_checkpoint", "latest")
+    weights = [ToyGenerator.from_pretrained(path / "generator").state_dict() for path in (whole, resumed)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
 def test_linear_lr_schedule_decays_both_learning_rates_to_zero_across_a_resume(tmp_path):

@@ -198,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--generator_batch_norm", action="store_true", help="Toy MLP generator: BatchNorm after each layer."
     )
     model.add_argument(
+        "--freeze_batch_norm_step",
+        type=int,
+        default=None,
+        help="From this generator step on, the generator's BatchNorm layers normalize with fixed statistics "
+        "(recomputed for the weights at that step) instead of each batch's: the generator then trains as it "
+        "samples, without the batch-to-batch jitter of its outputs. Default: never.",
+    )
+    model.add_argument(
         "--g_fourier_scale",
         type=float,
         default=0.0,
@@ -552,6 +560,14 @@ def check_args(args: argparse.Namespace) -> None:
             f"--masked_gan {args.masked_gan} masks image patches and 2-D frequency bands; --dataset_name "
             f"{name} is a toy 2-D set. Use --masked_gan none (--diffusion_gan works on toy data)."
         )
+    if args.freeze_batch_norm_step is not None:
+        if args.freeze_batch_norm_step < 0:
+            raise ValueError(f"--freeze_batch_norm_step must be >= 0, got {args.freeze_batch_norm_step}.")
+        if is_toy and not args.generator_batch_norm:
+            raise ValueError(
+                "--freeze_batch_norm_step freezes the generator's BatchNorm, and the toy generator has none: "
+                "add --generator_batch_norm or drop --freeze_batch_norm_step."
+            )
     for betas in ("g_adam_betas", "d_adam_betas"):
         if not all(0 <= beta < 1 for beta in getattr(args, betas)):
             raise ValueError(f"--{betas} must lie in [0, 1), got {getattr(args, betas)} (TTUR: 0 0.9).")
@@ -740,6 +756,16 @@ def averaged_generator(generator: ModelMixin, ema: EMAModel | None, args: argpar
         ema.copy_to(averaged.parameters())
         recalibrate_batch_norm(averaged, args.train_batch_size, args.seed)
     return averaged.eval()
+
+
+def freeze_batch_norm(generator: ModelMixin, args: argparse.Namespace, recalibrate: bool) -> None:
+    """Put the generator's BatchNorm layers in eval mode for the rest of training, with statistics recomputed
+    for its present weights (`recalibrate`; a resumed run keeps those of its checkpoint)."""
+    if recalibrate:
+        recalibrate_batch_norm(generator, args.train_batch_size, args.seed)
+    for module in generator.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 class _KeywordForward(torch.nn.Module):
@@ -1173,8 +1199,13 @@ def main(args: argparse.Namespace) -> dict:
         desc="steps",
     )
     window, nonfinite_in_a_row = LogWindow(), 0
+    frozen_batch_norm = False
     while progress.global_step < args.max_train_steps:
         step = progress.global_step
+        if args.freeze_batch_norm_step is not None and step >= args.freeze_batch_norm_step:
+            if not frozen_batch_norm:
+                freeze_batch_norm(unwrapped_generator, args, recalibrate=step == args.freeze_batch_norm_step)
+                frozen_batch_norm = True
         applied = True
         for _ in range(args.d_steps_per_g_step):
             batch = next(batch_iterator)
