@@ -196,6 +196,16 @@ def test_frozen_batch_norm_keeps_the_statistics_of_the_freeze_step_and_resumes_e
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
+def test_a_flag_switches_off_the_freeze_a_config_sets(tmp_path):
+    config = tmp_path / "preset.yaml"
+    config.write_text("generator_batch_norm: true\nfreeze_batch_norm_step: 2000\n")
+    assert train_smart_gan.parse_args(["--config", str(config)]).freeze_batch_norm_step == 2000
+    args = train_smart_gan.parse_args(["--config", str(config), "--freeze_batch_norm_step", "none"])
+    assert args.freeze_batch_norm_step is None
+    with pytest.raises(SystemExit):
+        train_smart_gan.parse_args(["--freeze_batch_norm_step", "never"])
+
+
 def test_linear_lr_schedule_decays_both_learning_rates_to_zero_across_a_resume(tmp_path):
     flags = ("--checkpointing_steps", "10", "--lr_scheduler", "linear", "--g_learning_rate", "1e-3")
     run(tmp_path, *flags, "--max_train_steps", "20", "--d_learning_rate", "2e-3")

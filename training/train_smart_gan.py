@@ -119,6 +119,11 @@ NOT_TRAINING_SETTINGS = {
 }
 
 
+def step_or_none(value: str) -> int | None:
+    """A step number, or 'none' for never (so a flag can switch off what a config file sets)."""
+    return None if value.lower() == "none" else int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -199,11 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--freeze_batch_norm_step",
-        type=int,
+        type=step_or_none,
         default=None,
         help="From this generator step on, the generator's BatchNorm layers normalize with fixed statistics "
         "(recomputed for the weights at that step) instead of each batch's: the generator then trains as it "
-        "samples, without the batch-to-batch jitter of its outputs. Default: never.",
+        "samples, without the batch-to-batch jitter of its outputs. 'none' (the default): never.",
     )
     model.add_argument(
         "--g_fourier_scale",
