@@ -108,6 +108,35 @@ def test_scale_by_interval_multiplies_the_active_term():
     assert scaled.item() == pytest.approx(8 * plain.item())
 
 
+@pytest.mark.parametrize("gradient_mode", ["full", "sds"])
+def test_noise_draws_average_the_term_over_draws_per_sample(gradient_mode):
+    """K draws per sample are the plain term on the batch repeated K times (the same random draws), and their
+    gradient is less noisy than one draw's."""
+    score = GaussianMixtureScore(
+        torch.tensor([[0.0, 0.0], [2.0, 2.0]]), std=0.3, alphas_cumprod=ONE_STEP_SCHEDULE
+    )
+    x0 = torch.tensor([[0.5, 1.0], [1.5, -0.5], [1.0, 1.0]])
+    drawn = regularizer(score, gradient_mode=gradient_mode, noise_draws=4)
+    plain = regularizer(score, gradient_mode=gradient_mode)
+    losses = [
+        smart.score_matching_loss(x, generator=torch.Generator().manual_seed(3))
+        for smart, x in ((drawn, x0), (plain, x0.repeat(4, 1)))
+    ]
+    assert torch.allclose(losses[0][0], losses[1][0]) and torch.allclose(losses[0][1], losses[1][1])
+
+    def gradient_spread(smart):
+        gradients = []
+        for seed in range(50):
+            x = x0.clone().requires_grad_(True)
+            smart(x, step=0, generator=torch.Generator().manual_seed(seed)).loss.backward()
+            gradients.append(x.grad)
+        return torch.stack(gradients).std(0).mean()
+
+    assert gradient_spread(
+        regularizer(score, gradient_mode=gradient_mode, noise_draws=16)
+    ) < 0.5 * gradient_spread(plain)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -115,6 +144,7 @@ def test_scale_by_interval_multiplies_the_active_term():
         ({"interval": 0}, "interval must be >= 1"),
         ({"t_min": 10, "t_max": 2000}, "outside the score model's schedule"),
         ({"gradient_mode": "exact"}, "Unknown SMaRt gradient mode"),
+        ({"noise_draws": 0}, "at least one noise draw per sample, got 0"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, message):

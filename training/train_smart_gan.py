@@ -312,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     smart.add_argument(
         "--smart_scale_by_interval", action="store_true", help="Multiply lambda by the interval."
     )
+    smart.add_argument(
+        "--smart_noise_draws",
+        type=int,
+        default=1,
+        help="(t, noise) draws per generated sample, averaged: a less noisy SMaRt gradient for as many times "
+        "the score evaluations.",
+    )
 
     efficient = parser.add_argument_group("data-efficient discriminator")
     efficient.add_argument(
@@ -1081,6 +1088,7 @@ def main(args: argparse.Namespace) -> dict:
         warmup_start=args.smart_warmup_start,
         gradient_mode=args.smart_gradient,
         scale_by_interval=args.smart_scale_by_interval,
+        noise_draws=args.smart_noise_draws,
     )
 
     optimizer_g = torch.optim.Adam(

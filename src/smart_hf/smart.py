@@ -15,6 +15,8 @@ Choices the paper left open, made here:
   2·(a_t/s_t)·(eps_hat − eps)/N, i.e. the full gradient with ∂eps_hat/∂x_t replaced by I/s_t (exact for a
   point mass, and for any score that is linear in x_t with that slope). It needs no backward pass through
   the score model, so it is cheaper.
+- `noise_draws` > 1 averages the term over that many (t, eps) draws per sample: a less noisy gradient for as
+  many times the score evaluations.
 """
 
 from dataclasses import dataclass
@@ -50,11 +52,14 @@ class SmartRegularizer:
         warmup_start: int = 0,
         gradient_mode: str = "full",
         scale_by_interval: bool = False,
+        noise_draws: int = 1,
     ):
         if weight < 0:
             raise ValueError(f"SMaRt weight (lambda) must be >= 0, got {weight}.")
         if interval < 1:
             raise ValueError(f"SMaRt interval must be >= 1 (1 = every generator step), got {interval}.")
+        if noise_draws < 1:
+            raise ValueError(f"SMaRt needs at least one noise draw per sample, got {noise_draws}.")
         if warmup_steps < 0 or warmup_start < 0:
             raise ValueError("SMaRt warm-up steps and start must be >= 0.")
         if gradient_mode not in GRADIENT_MODES:
@@ -69,6 +74,7 @@ class SmartRegularizer:
         self.warmup_steps, self.warmup_start = warmup_steps, warmup_start
         self.gradient_mode = gradient_mode
         self.scale_by_interval = scale_by_interval
+        self.noise_draws = noise_draws
 
     def weight_at(self, step: int) -> float:
         """lambda at generator step `step`, after warm-up (0 before `warmup_start`)."""
@@ -88,6 +94,9 @@ class SmartRegularizer:
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(differentiable surrogate, plain denoising error) for `samples` in the score model's data range."""
+        if self.noise_draws > 1:
+            samples = samples.repeat(self.noise_draws, *[1] * (samples.ndim - 1))
+            class_labels = None if class_labels is None else class_labels.repeat(self.noise_draws)
         batch = samples.shape[0]
         timesteps = torch.randint(
             self.t_min, self.t_max + 1, (batch,), device=samples.device, generator=generator
