@@ -12,7 +12,7 @@ Wasserstein distance to fresh data. Prints a markdown table and writes a side-by
 Every run starts from the toy preset `training/configs/grid25.yaml` (the best recipe found on grid25 at about
 a minute per run on a 2-core CPU, see the README): a 2-D-latent MLP generator with Fourier features of its
 latent and BatchNorm (frozen for the second half), Adam(0.5, 0.999) with a warmup-stable-decay learning rate,
-and SMaRt in its `sds` form ramped in over the second half.
+and SMaRt in its `sds` form (4 noise draws per sample) ramped in over the second half.
 The methods differ only in `--smart_weight 0` (the plain GAN) and `--score`.
 """
 
