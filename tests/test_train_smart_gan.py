@@ -107,6 +107,7 @@ def test_learned_score_folder_is_accepted(tmp_path):
         (["--fourier_features", "8"], "--fourier_features only acts with --g_fourier_scale"),
         (["--freeze_batch_norm_step", "-1"], "--freeze_batch_norm_step must be >= 0, got -1"),
         (["--freeze_batch_norm_step", "5"], "the toy generator has none: add --generator_batch_norm"),
+        (["--smart_noise_draws", "0"], "at least one noise draw per sample, got 0"),
     ],
 )
 def test_bad_inputs_fail_before_training(tmp_path, flags, message):

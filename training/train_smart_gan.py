@@ -1215,10 +1215,13 @@ def main(args: argparse.Namespace) -> dict:
     frozen_batch_norm = False
     while progress.global_step < args.max_train_steps:
         step = progress.global_step
-        if args.freeze_batch_norm_step is not None and step >= args.freeze_batch_norm_step:
-            if not frozen_batch_norm:
-                freeze_batch_norm(unwrapped_generator, args, recalibrate=step == args.freeze_batch_norm_step)
-                frozen_batch_norm = True
+        if (
+            not frozen_batch_norm
+            and args.freeze_batch_norm_step is not None
+            and step >= args.freeze_batch_norm_step
+        ):
+            freeze_batch_norm(unwrapped_generator, args, recalibrate=step == args.freeze_batch_norm_step)
+            frozen_batch_norm = True
         applied = True
         for _ in range(args.d_steps_per_g_step):
             batch = next(batch_iterator)
