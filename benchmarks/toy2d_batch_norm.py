@@ -10,13 +10,16 @@ the statistics were not frozen).
 """
 
 import argparse
-import json
 import os
+import sys
 
 import torch
 
-from smart_hf.models.toy_mlp import ToyGenerator
-from smart_hf.toy2d import load_toy_dataset, toy_metrics
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from toy2d_trajectory import run_config  # noqa: E402
+
+from smart_hf.models.toy_mlp import ToyGenerator  # noqa: E402
+from smart_hf.toy2d import load_toy_dataset, toy_metrics  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,13 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_run(run_dir: str) -> tuple[ToyGenerator, dict]:
     """The final generator of a finished toy run and the training flags saved in its metrics.json."""
-    path = os.path.join(run_dir, "metrics.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: pass the output folder of a finished toy run of training/train_smart_gan.py."
-        )
-    with open(path) as f:
-        config = json.load(f)["config"]
+    config = run_config(run_dir)
     generator = ToyGenerator.from_pretrained(os.path.join(run_dir, "generator"))
     if not any(isinstance(module, torch.nn.BatchNorm1d) for module in generator.modules()):
         raise ValueError(

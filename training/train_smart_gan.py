@@ -1212,16 +1212,12 @@ def main(args: argparse.Namespace) -> dict:
         desc="steps",
     )
     window, nonfinite_in_a_row = LogWindow(), 0
-    frozen_batch_norm = False
+    if args.freeze_batch_norm_step is not None and start_step > args.freeze_batch_norm_step:
+        freeze_batch_norm(unwrapped_generator, args, recalibrate=False)  # resumed after the freeze
     while progress.global_step < args.max_train_steps:
         step = progress.global_step
-        if (
-            not frozen_batch_norm
-            and args.freeze_batch_norm_step is not None
-            and step >= args.freeze_batch_norm_step
-        ):
-            freeze_batch_norm(unwrapped_generator, args, recalibrate=step == args.freeze_batch_norm_step)
-            frozen_batch_norm = True
+        if step == args.freeze_batch_norm_step:
+            freeze_batch_norm(unwrapped_generator, args, recalibrate=True)
         applied = True
         for _ in range(args.d_steps_per_g_step):
             batch = next(batch_iterator)
