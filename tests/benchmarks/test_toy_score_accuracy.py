@@ -1,5 +1,5 @@
 import pytest
-from smart_gan_helpers import load_benchmark, save_tiny_score
+from tests.helpers import load_benchmark, save_tiny_score
 
 accuracy = load_benchmark("toy_score_accuracy")
 

@@ -9,13 +9,13 @@ import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
-from without_smart_hf import run_without_smart_hf
+from tests.helpers_without_smart_hf import run_without_smart_hf
 
 from smart_hf import hub
 from smart_hf.models import DCGANGenerator, ResNetGenerator, ToyGenerator
 from smart_hf.pipelines import SmartOneStepPipeline
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}
 CARD_INFO = {
     "score_model": "google/ddpm-cifar10-32",

@@ -15,7 +15,7 @@ import smart_hf
 from smart_hf.models import DCGANGenerator, ResNetGenerator, ToyGenerator
 from smart_hf.pipelines import SmartOneStepPipeline
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}
 
 

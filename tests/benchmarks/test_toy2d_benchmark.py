@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from smart_gan_helpers import load_benchmark
+from tests.helpers import load_benchmark
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

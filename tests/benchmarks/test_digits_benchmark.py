@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from smart_gan_helpers import load_benchmark, save_tiny_score
+from tests.helpers import load_benchmark, save_tiny_score
 
 TINY = (
     "--g_base_channels 8 --d_base_channels 8 --train_batch_size 8 --max_train_steps 2 --num_eval_samples 8 "

@@ -14,7 +14,7 @@ from smart_hf.annealed_sampling import AnnealedSamplingPipeline, annealed_sample
 from smart_hf.schedulers import AnnealedLangevinScheduler, ConsistentAnnealedSamplingScheduler
 from smart_hf.scores import GaussianMixtureScore, default_alphas_cumprod
 
-DIGITS_UNET = Path(__file__).resolve().parents[1] / "src/smart_hf/assets/score_models/digits-unet"
+DIGITS_UNET = Path(__file__).resolve().parents[2] / "src/smart_hf/assets/score_models/digits-unet"
 SCHEDULERS = [AnnealedLangevinScheduler, ConsistentAnnealedSamplingScheduler]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from without_smart_hf import run_without_smart_hf
+from tests.helpers_without_smart_hf import run_without_smart_hf
 
 from smart_hf import hub
 from smart_hf.losses import GANLoss

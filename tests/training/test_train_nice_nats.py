@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 import train_smart_gan
-from smart_gan_helpers import TINY_GAN, save_tiny_score
+from tests.helpers import TINY_GAN, save_tiny_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from smart_hf import hub
 from smart_hf.pipelines import SmartOneStepPipeline
 
-CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 TOY = (
     "--max_train_steps 20 --train_batch_size 32 --hidden_dim 16 --num_layers 1 --num_eval_samples 100 "
     "--logging_steps 5 --smart_interval 4"

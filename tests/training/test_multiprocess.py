@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from smart_gan_helpers import TINY_GAN, save_tiny_score
+from tests.helpers import TINY_GAN, save_tiny_score
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Runs the training script in each process and records, per rank, what it saved and a hash of the parameters
 # of every prepared model at the end of training. (BatchNorm running statistics are not compared: DDP

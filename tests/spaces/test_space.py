@@ -22,7 +22,7 @@ from PIL import Image
 from smart_hf.hub import export_pipeline
 from smart_hf.models import DCGANGenerator, ResNetGenerator
 
-APP_FILE = Path(__file__).resolve().parents[1] / "spaces" / "smart_gan_demo" / "app.py"
+APP_FILE = Path(__file__).resolve().parents[2] / "spaces" / "smart_gan_demo" / "app.py"
 TINY = {"latent_dim": 8, "out_channels": 1, "resolution": 8, "base_channels": 8}
 TILE = 128  # app.MIN_TILE_SIZE: an 8×8 image is shown 16× larger
 

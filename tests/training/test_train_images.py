@@ -10,14 +10,14 @@ import torch
 import train_smart_gan
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
-from smart_gan_helpers import TINY_GAN, save_image_folder, save_tiny_score
+from tests.helpers import TINY_GAN, save_image_folder, save_tiny_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from smart_hf import hub
 from smart_hf.data import ImageDataset
 from smart_hf.pipelines import SmartOneStepPipeline
 
-CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 STATE = "training_state.json"
 
 

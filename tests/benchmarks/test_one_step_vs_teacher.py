@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from smart_gan_helpers import load_benchmark, save_tiny_score
+from tests.helpers import load_benchmark, save_tiny_score
 
 from smart_hf import hub
 from smart_hf.models import DCGANGenerator

@@ -4,7 +4,7 @@ import json
 import sys
 
 import pytest
-from smart_gan_helpers import load_benchmark, save_tiny_score
+from tests.helpers import load_benchmark, save_tiny_score
 
 TINY_TOY = "--hidden_dim 16 --train_batch_size 32 --num_eval_samples 200"
 TINY_DIGITS = (
