@@ -32,10 +32,10 @@ $(FID_VENV)/.installed: pyproject.toml
 	$(FID_VENV)/bin/pip install -q -c $(FID_VENV)/torch-constraints.txt -e ".[eval,dev]"
 	touch $@
 
-# tests/test_fid_inception.py (skipped in .venv): pytorch-fid's real InceptionV3 with random weights, and our
+# tests/smart_hf/evaluation/test_fid_inception.py (skipped in .venv): pytorch-fid's real InceptionV3 with random weights, and our
 # Fréchet distance against pytorch-fid's.
 test-fid: $(FID_VENV)/.installed
-	$(FID_VENV)/bin/python -m pytest tests/test_fid_inception.py
+	$(FID_VENV)/bin/python -m pytest tests/smart_hf/evaluation/test_fid_inception.py
 
 lint: setup
 	$(VENV)/bin/ruff check src training benchmarks tests pipelines spaces
