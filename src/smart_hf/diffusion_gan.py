@@ -21,10 +21,69 @@ unfinished interval are checkpointed with p, T and the list, so a resumed run co
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 T_SAMPLINGS = ("priority", "uniform")
+
+
+@dataclass
+class DiffusionGANConfig:
+    """Diffusion-GAN's options (flags `--diffusion_gan` and `--diffusion_gan_<field>`)."""
+
+    enabled: bool = field(
+        default=False,
+        metadata={
+            "flag": "diffusion_gan",
+            "help": "Diffusion-GAN: diffuse D's real and fake inputs by an adaptive number of steps T; D is "
+            "told t.",
+        },
+    )
+    t_min: int = field(default=5, metadata={"help": "Smallest (and first) T."})
+    t_max: int | None = field(
+        default=None, metadata={"help": "Largest T (default: 1000 for priority sampling, 500 for uniform)."}
+    )
+    sampling: str = field(
+        default="priority",
+        metadata={
+            "choices": T_SAMPLINGS,
+            "help": "How the non-zero half of the t-list is drawn from 1..T: p(t) ∝ t, or uniformly.",
+        },
+    )
+    d_target: float = field(default=0.6, metadata={"help": "Target of r_d = E[sign(D(diffused real))]."})
+    ada_kimg: float = field(
+        default=100.0, metadata={"help": "Thousands of real samples for T to go from T_min to T_max."}
+    )
+    sigma: float = field(default=0.05, metadata={"help": "Noise scale (0.05 for images in [−1, 1])."})
+
+    def __post_init__(self):
+        if self.t_max is None:  # the paper's T_max for each sampling
+            self.t_max = 1000 if self.sampling == "priority" else 500
+
+    @property
+    def num_timesteps(self) -> int:
+        """Size of D's timestep input: t = 0..t_max when on, none (0) when off."""
+        return self.t_max + 1 if self.enabled else 0
+
+    def build(
+        self, all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> "DiffusionAugment | None":
+        if not self.enabled:
+            return None
+        return DiffusionAugment(
+            t_min=self.t_min,
+            t_max=self.t_max,
+            sampling=self.sampling,
+            d_target=self.d_target,
+            ada_kimg=self.ada_kimg,
+            sigma=self.sigma,
+            all_reduce=all_reduce,
+        )
+
+    def check(self) -> None:
+        if self.enabled:
+            self.build()  # the augmentation checks its values
 
 
 class DiffusionAugment:

@@ -25,8 +25,43 @@ keeps D from leaning on a few frequencies ("balanced"), and every band keeps at 
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
+
+MASK_MODES = ("none", "spatial", "spectral", "both")
+
+
+@dataclass
+class MaskedGANConfig:
+    """MaskedGAN's options (flags `--masked_gan` and `--mask_<field>`)."""
+
+    mode: str = field(
+        default="none",
+        metadata={
+            "flag": "masked_gan",
+            "choices": MASK_MODES,
+            "help": "MaskedGAN (images): mask D's real and fake inputs by shifted patches and/or frequency "
+            "bands.",
+        },
+    )
+    ratio: float = field(default=0.3, metadata={"help": "Fraction of pixels masked (spatial)."})
+    patch_size: int = field(default=4, metadata={"help": "Patch size in pixels (spatial)."})
+    num_bands: int = field(default=4, metadata={"help": "Radial frequency bands (spectral)."})
+    bands_per_image: int = field(default=1, metadata={"help": "Bands removed from each image (spectral)."})
+
+    def build(
+        self, resolution: int, all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> list["ShiftedSpatialMask | BalancedSpectralMask"]:
+        """The masks of `mode`, spatial before spectral."""
+        masks: list[ShiftedSpatialMask | BalancedSpectralMask] = []
+        if self.mode in ("spatial", "both"):
+            masks.append(ShiftedSpatialMask(self.ratio, self.patch_size))
+        if self.mode in ("spectral", "both"):
+            masks.append(
+                BalancedSpectralMask(resolution, self.num_bands, self.bands_per_image, all_reduce=all_reduce)
+            )
+        return masks
 
 
 class ShiftedSpatialMask:

@@ -27,6 +27,7 @@ per phase), linear annealing, regression weight 1; refined images are clipped to
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -54,6 +55,57 @@ def refine_samples(
         if clip is not None:
             x = x.clamp(*clip)
     return x
+
+
+@dataclass
+class NATSConfig:
+    """NATS's options (flags `--nats` and `--nats_<field>`), checked before anything is built."""
+
+    enabled: bool = field(
+        default=False,
+        metadata={
+            "flag": "nats",
+            "help": "Refine fakes along D's input gradient, x ← x + eta·w·∇_x D(x); D trains on the refined "
+            "fakes, G also regresses onto them; w anneals over training. Image exports then include the "
+            "discriminator.",
+        },
+    )
+    num_steps: int = field(default=5, metadata={"flag": "nats_steps", "help": "Refinement steps K."})
+    step_size: float = field(default=0.25, metadata={"help": "Step size eta."})
+    anneal: str = field(
+        default="linear",
+        metadata={"choices": ANNEAL_SCHEDULES, "help": "How the weight goes from 1 to --nats_final_weight."},
+    )
+    anneal_steps: int | None = field(
+        default=None, metadata={"help": "Generator steps of the annealing (default: --max_train_steps)."}
+    )
+    final_weight: float = field(default=0.0, metadata={"help": "Weight after the annealing."})
+    step_decay: float = field(default=1.0, metadata={"help": "Each refinement step's weight times this."})
+    regression_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of G's regression onto its refined samples (0 = D-side only)."},
+    )
+
+    def check(self) -> None:
+        if self.anneal == "constant" and (self.anneal_steps is not None or self.final_weight != 0.0):
+            raise ValueError(
+                "--nats_anneal constant keeps the weight at 1: drop --nats_anneal_steps and "
+                "--nats_final_weight, or choose --nats_anneal linear or cosine."
+            )
+        self.build(clip=None)  # the refiner checks its values
+
+    def build(self, clip: tuple[float, float] | None) -> "NATSRefiner":
+        """The refiner; refined samples are clipped to `clip` (the generator's range, None for toy data)."""
+        return NATSRefiner(
+            num_steps=self.num_steps,
+            step_size=self.step_size,
+            anneal=self.anneal,
+            anneal_steps=self.anneal_steps,
+            final_weight=self.final_weight,
+            step_decay=self.step_decay,
+            regression_weight=self.regression_weight,
+            clip=clip,
+        )
 
 
 class NATSRefiner:

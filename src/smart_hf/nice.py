@@ -31,6 +31,7 @@ Choices the paper left open, made here:
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -56,6 +57,48 @@ def default_noise_modules(discriminator: nn.Module) -> list[str]:
             "`named_modules()`, e.g. the outputs of its later blocks)."
         )
     return stages[len(stages) // 2 :]
+
+
+@dataclass
+class NICEConfig:
+    """NICE's options (flags `--nice` and `--nice_<field>`), checked before anything is built."""
+
+    enabled: bool = field(
+        default=False,
+        metadata={
+            "flag": "nice",
+            "help": "NICE: multiply D's later features by N(1, beta²) noise in the discriminator phase, "
+            "with an adaptive beta and a consistency loss between two noisy passes.",
+        },
+    )
+    target: float = field(default=0.6, metadata={"help": "beta rises while E[sign(D(real))] exceeds this."})
+    beta_max: float = field(default=1.0, metadata={"help": "Largest beta."})
+    ada_kimg: float = field(
+        default=100.0, metadata={"help": "Thousands of real samples for beta to cross [0, max]."}
+    )
+    interval: int = field(default=4, metadata={"help": "Discriminator steps between two beta adjustments."})
+    consistency_weight: float = field(default=1.0, metadata={"help": "Weight of the consistency loss."})
+
+    def check(self) -> None:
+        NICERegularizer.check_settings(
+            self.target, self.beta_max, self.ada_kimg, self.interval, self.consistency_weight
+        )
+
+    def build(
+        self, discriminator: nn.Module, all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> "NICERegularizer | None":
+        """NICE's hooks on the bare `discriminator` (its default layers); None when switched off."""
+        if not self.enabled:
+            return None
+        return NICERegularizer(
+            discriminator,
+            target=self.target,
+            beta_max=self.beta_max,
+            ada_kimg=self.ada_kimg,
+            interval=self.interval,
+            consistency_weight=self.consistency_weight,
+            all_reduce=all_reduce,
+        )
 
 
 class NICERegularizer:

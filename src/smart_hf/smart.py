@@ -19,7 +19,7 @@ Choices the paper left open, made here:
   many times the score evaluations.
 """
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,41 @@ import torch.nn.functional as F
 from smart_hf.scores import ScoreFunction
 
 GRADIENT_MODES = ("full", "sds")
+
+
+@dataclass
+class SmartConfig:
+    """SMaRt's options (command-line flags `--smart_<field>`), checked before anything is built."""
+
+    weight: float = field(default=0.1, metadata={"help": "lambda; 0 trains the plain GAN."})
+    t_min: int = 25
+    t_max: int = 35
+    interval: int = field(default=8, metadata={"help": "Lazy: apply every N generator steps."})
+    warmup_start: int = field(default=0, metadata={"help": "Generator step where lambda starts to rise."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear lambda warm-up length."})
+    gradient_mode: str = field(default="full", metadata={"flag": "smart_gradient", "choices": GRADIENT_MODES})
+    scale_by_interval: bool = field(default=False, metadata={"help": "Multiply lambda by the interval."})
+    noise_draws: int = field(
+        default=1,
+        metadata={
+            "help": "(t, noise) draws per generated sample, averaged: a less noisy SMaRt gradient for as "
+            "many times the score evaluations."
+        },
+    )
+
+    def check(self) -> None:
+        if not self.weight >= 0:  # also refuses NaN
+            raise ValueError(f"SMaRt weight (lambda) must be >= 0, got {self.weight} (--smart_weight).")
+        if self.interval < 1:
+            raise ValueError(f"SMaRt interval must be >= 1 (1 = every generator step), got {self.interval}.")
+        if self.noise_draws < 1:
+            raise ValueError(f"SMaRt needs at least one noise draw per sample, got {self.noise_draws}.")
+        if self.warmup_steps < 0 or self.warmup_start < 0:
+            raise ValueError("SMaRt warm-up steps and start must be >= 0.")
+        if self.gradient_mode not in GRADIENT_MODES:
+            raise ValueError(
+                f"Unknown SMaRt gradient mode {self.gradient_mode!r}; choose one of {GRADIENT_MODES}."
+            )
 
 
 @dataclass
@@ -54,18 +89,18 @@ class SmartRegularizer:
         scale_by_interval: bool = False,
         noise_draws: int = 1,
     ):
-        if weight < 0:
-            raise ValueError(f"SMaRt weight (lambda) must be >= 0, got {weight}.")
-        if interval < 1:
-            raise ValueError(f"SMaRt interval must be >= 1 (1 = every generator step), got {interval}.")
-        if noise_draws < 1:
-            raise ValueError(f"SMaRt needs at least one noise draw per sample, got {noise_draws}.")
-        if warmup_steps < 0 or warmup_start < 0:
-            raise ValueError("SMaRt warm-up steps and start must be >= 0.")
-        if gradient_mode not in GRADIENT_MODES:
-            raise ValueError(
-                f"Unknown SMaRt gradient mode {gradient_mode!r}; choose one of {GRADIENT_MODES}."
-            )
+        config = SmartConfig(
+            weight=weight,
+            t_min=t_min,
+            t_max=t_max,
+            interval=interval,
+            warmup_start=warmup_start,
+            warmup_steps=warmup_steps,
+            gradient_mode=gradient_mode,
+            scale_by_interval=scale_by_interval,
+            noise_draws=noise_draws,
+        )
+        config.check()
         score.check_timestep_range(t_min, t_max)
         self.score = score.eval().requires_grad_(False)
         self.weight = weight
@@ -75,6 +110,10 @@ class SmartRegularizer:
         self.gradient_mode = gradient_mode
         self.scale_by_interval = scale_by_interval
         self.noise_draws = noise_draws
+
+    @classmethod
+    def from_config(cls, score: ScoreFunction, config: SmartConfig) -> "SmartRegularizer":
+        return cls(score, **asdict(config))
 
     def weight_at(self, step: int) -> float:
         """lambda at generator step `step`, after warm-up (0 before `warmup_start`)."""

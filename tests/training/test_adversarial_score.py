@@ -4,12 +4,13 @@ import json
 
 import pytest
 import torch
-import train_score_model
 from diffusers import DDPMPipeline, DDPMScheduler
 from safetensors.torch import load_file
 
 from smart_hf.models import DCGANDiscriminator, ToyDiscriminator
 from smart_hf.scores import load_score_model
+from smart_hf.training.config import parse_score_model_args
+from smart_hf.training.score_model import denoised_sample, train_score_model, training_target
 
 TINY_UNET = "--block_out_channels 8 16 --train_batch_size 8 --num_inference_steps 2 --d_base_channels 4"
 TINY_MLP = "--dataset_name grid25 --hidden_dim 8 --num_layers 1 --train_batch_size 16 --d_hidden_dim 8"
@@ -17,10 +18,10 @@ TINY_MLP = "--dataset_name grid25 --hidden_dim 8 --num_layers 1 --train_batch_si
 
 def run(output_dir, *flags):
     """Train with --adversarial and `flags`, each a string of space-separated options."""
-    args = train_score_model.parse_args(
+    args = parse_score_model_args(
         ["--output_dir", str(output_dir), "--logging_steps", "1", "--adversarial", *" ".join(flags).split()]
     )
-    return train_score_model.main(args)
+    return train_score_model(args)
 
 
 def weights(folder):
@@ -37,8 +38,8 @@ def test_denoised_sample_of_the_true_target_is_the_clean_sample(prediction_type)
     clean, noise = torch.randn(4, 3), torch.randn(4, 3)
     timesteps = torch.tensor([0, 10, 500, 999])
     noisy = scheduler.add_noise(clean, noise, timesteps)
-    target = train_score_model.training_target(scheduler, clean, noise, timesteps)
-    x_hat = train_score_model.denoised_sample(scheduler, noisy, target, timesteps)
+    target = training_target(scheduler, clean, noise, timesteps)
+    x_hat = denoised_sample(scheduler, noisy, target, timesteps)
     torch.testing.assert_close(x_hat, clean, rtol=1e-4, atol=2e-3)  # a_999 = 0.006 amplifies float error
 
 

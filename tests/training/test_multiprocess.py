@@ -18,12 +18,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = """
 import hashlib, json, os, sys
 
-sys.path.insert(0, {training_dir!r})
 from accelerate import Accelerator
 from diffusers.models.modeling_utils import ModelMixin
 
-import train_smart_gan
 from smart_hf import hub
+from smart_hf.training.config import parse_gan_args
+from smart_hf.training.gan import train_gan
 
 rank = os.environ["RANK"]
 saved = []
@@ -56,7 +56,7 @@ def hashing_end_training(self):
 ModelMixin.save_pretrained = recording_save_pretrained
 hub.export_pipeline = recording_export_pipeline
 Accelerator.end_training = hashing_end_training
-train_smart_gan.main(train_smart_gan.parse_args(sys.argv[1:]))
+train_gan(parse_gan_args(sys.argv[1:]))
 """
 
 
@@ -65,7 +65,7 @@ def test_two_cpu_processes_train_the_same_weights_and_only_the_main_one_writes(t
     records, out = tmp_path / "records", tmp_path / "run"
     records.mkdir()
     launcher = tmp_path / "launcher.py"
-    launcher.write_text(LAUNCHER.format(training_dir=str(REPO_ROOT / "training"), record_dir=str(records)))
+    launcher.write_text(LAUNCHER.format(record_dir=str(records)))
     flags = (
         TINY_GAN
         + (
@@ -83,7 +83,9 @@ def test_two_cpu_processes_train_the_same_weights_and_only_the_main_one_writes(t
     assert main["hashes"] == other["hashes"] and len(main["hashes"]) == 2  # generator, discriminator
     assert other["saved"] == []
     assert f"export:{out / 'pipeline'}" in main["saved"]
-    assert str(out / "checkpoint-4" / "generator_ema") in main["saved"]
+    # The EMA generator goes into the checkpoint, written under its .partial name and then renamed.
+    assert str(out / "checkpoint-4.partial" / "generator_ema") in main["saved"]
+    assert (out / "checkpoint-4" / "generator_ema" / "config.json").exists()
     # Each process saves its own random states, so a resumed run continues both streams.
     assert {path.name for path in (out / "checkpoint-4").glob("random_states_*")} == {
         "random_states_0.pkl",

@@ -7,15 +7,16 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-import train_smart_gan
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
-from tests.helpers import TINY_GAN, save_image_folder, save_tiny_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from smart_hf import hub
 from smart_hf.data import ImageDataset
 from smart_hf.pipelines import SmartOneStepPipeline
+from smart_hf.training.config import DIGITS_SCORE, parse_gan_args
+from smart_hf.training.gan import train_gan
+from tests.helpers import TINY_GAN, save_image_folder, save_tiny_score
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 STATE = "training_state.json"
@@ -35,8 +36,8 @@ def folder(tmp_path_factory):
 
 
 def run(output_dir, *flags):
-    args = train_smart_gan.parse_args([*TINY_GAN, "--output_dir", str(output_dir), *flags])
-    return train_smart_gan.main(args)
+    args = parse_gan_args([*TINY_GAN, "--output_dir", str(output_dir), *flags])
+    return train_gan(args)
 
 
 def weights(path):
@@ -221,17 +222,17 @@ def test_bad_inputs_fail_before_training(tmp_path, score, make_flags, message):
 def test_config_file_sets_defaults_that_flags_override(tmp_path):
     config = tmp_path / "preset.yaml"
     config.write_text("dataset_name: digits\nsmart_weight: 0.02\nuse_ema: true\nsmart_t_max: 60\n")
-    args = train_smart_gan.parse_args(["--config", str(config), "--smart_weight", "0.05"])
-    assert (args.dataset_name, args.smart_weight, args.use_ema) == ("digits", 0.05, True)
-    assert args.smart_t_max == 60
-    assert args.score == train_smart_gan.DIGITS_SCORE
+    args = parse_gan_args(["--config", str(config), "--smart_weight", "0.05"])
+    assert (args.dataset_name, args.smart.weight, args.use_ema) == ("digits", 0.05, True)
+    assert args.smart.t_max == 60
+    assert args.score == DIGITS_SCORE
 
     config.write_text("smart_wieght: 0.02\n")
     with pytest.raises(ValueError, match="unknown option 'smart_wieght'"):
-        train_smart_gan.parse_args(["--config", str(config)])
+        parse_gan_args(["--config", str(config)])
     config.write_text("loss: wasserstein\n")
     with pytest.raises(SystemExit):  # values are checked like flags
-        train_smart_gan.parse_args(["--config", str(config)])
+        parse_gan_args(["--config", str(config)])
 
 
 # What a preset leaves to the user: ImageNet-64 has no public teacher or data set in the right format.
@@ -244,17 +245,17 @@ PRESET_ARGUMENTS = {
 @pytest.mark.parametrize("preset", sorted(path.name for path in CONFIGS.glob("*.yaml")))
 def test_presets_are_valid(preset):
     extra = PRESET_ARGUMENTS.get(preset, "").split()
-    args = train_smart_gan.parse_args(["--config", str(CONFIGS / preset), *extra])
-    train_smart_gan.check_args(args)
-    toy = args.dataset_name in train_smart_gan.TOY_DATASETS
+    args = parse_gan_args(["--config", str(CONFIGS / preset), *extra])
+    args.check()
+    toy = args.is_toy
     assert args.score == "analytic" if toy else args.score
-    assert 0 <= args.smart_t_min <= args.smart_t_max < 1000 and args.smart_weight > 0
+    assert 0 <= args.smart.t_min <= args.smart.t_max < 1000 and args.smart.weight > 0
 
 
 def test_cifar10_preset_follows_the_paper():
-    args = train_smart_gan.parse_args(["--config", str(CONFIGS / "cifar10_ddpm.yaml")])
-    assert args.score == "google/ddpm-cifar10-32" and args.smart_weight == 0.01
-    assert (args.smart_t_min, args.smart_t_max, args.smart_interval) == (40, 60, 8)
+    args = parse_gan_args(["--config", str(CONFIGS / "cifar10_ddpm.yaml")])
+    assert args.score == "google/ddpm-cifar10-32" and args.smart.weight == 0.01
+    assert (args.smart.t_min, args.smart.t_max, args.smart.interval) == (40, 60, 8)
     assert args.d_learning_rate > args.g_learning_rate  # TTUR
 
 

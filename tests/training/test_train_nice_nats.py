@@ -4,12 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import train_smart_gan
-from tests.helpers import TINY_GAN, save_tiny_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from smart_hf import hub
 from smart_hf.pipelines import SmartOneStepPipeline
+from smart_hf.training.config import parse_gan_args
+from smart_hf.training.gan import train_gan
+from tests.helpers import TINY_GAN, save_tiny_score
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 TOY = (
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(output_dir, *flags, base=TOY):
-    return train_smart_gan.main(train_smart_gan.parse_args([*base, "--output_dir", str(output_dir), *flags]))
+    return train_gan(parse_gan_args([*base, "--output_dir", str(output_dir), *flags]))
 
 
 def scalars(output_dir) -> set[str]:
@@ -86,14 +87,14 @@ def test_separate_adam_betas_reach_the_optimizers(tmp_path):
 
 def test_ttur_preset_overlays_another_preset_and_flags_override_it():
     digits, ttur = str(CONFIGS / "digits.yaml"), str(CONFIGS / "ttur.yaml")
-    args = train_smart_gan.parse_args(["--config", digits, "--config", ttur])
-    assert args.dataset_name == "digits" and args.smart_weight == 0.7  # from digits.yaml
+    args = parse_gan_args(["--config", digits, "--config", ttur])
+    assert args.dataset_name == "digits" and args.smart.weight == 0.7  # from digits.yaml
     assert (args.g_learning_rate, args.d_learning_rate) == (1e-4, 3e-4)  # from ttur.yaml, which comes later
     assert args.g_adam_betas == args.d_adam_betas == [0.0, 0.9]
-    args = train_smart_gan.parse_args(["--config", ttur, "--d_adam_betas", "0.5", "0.99"])
+    args = parse_gan_args(["--config", ttur, "--d_adam_betas", "0.5", "0.99"])
     assert (args.g_adam_betas, args.d_adam_betas) == ([0.0, 0.9], [0.5, 0.99])
     # The shared flags still set both optimizers, unless a network's own betas are given.
-    args = train_smart_gan.parse_args(["--adam_beta1", "0.5", "--g_adam_betas", "0.0", "0.99"])
+    args = parse_gan_args(["--adam_beta1", "0.5", "--g_adam_betas", "0.0", "0.99"])
     assert (args.g_adam_betas, args.d_adam_betas) == ([0.0, 0.99], [0.5, 0.9])
 
 

@@ -2,19 +2,20 @@ import json
 
 import pytest
 import torch
-import train_score_model
 from diffusers import DDPMPipeline, UNet2DModel
 from safetensors.torch import load_file
 
 from smart_hf.scores import load_score_model
+from smart_hf.training.config import parse_score_model_args
+from smart_hf.training.score_model import train_score_model
 
 TINY_UNET = "--block_out_channels 8 16 --train_batch_size 8 --num_inference_steps 2".split()
 TINY_MLP = "--dataset_name grid25 --hidden_dim 8 --num_layers 1 --train_batch_size 16".split()
 
 
 def run(output_dir, *flags):
-    args = train_score_model.parse_args(["--output_dir", str(output_dir), "--logging_steps", "1", *flags])
-    return train_score_model.main(args)
+    args = parse_score_model_args(["--output_dir", str(output_dir), "--logging_steps", "1", *flags])
+    return train_score_model(args)
 
 
 def weights(folder):

@@ -3,10 +3,14 @@ import shutil
 
 import pytest
 import torch
-import train_smart_gan
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from smart_hf.losses import GANLoss
 from smart_hf.models.toy_mlp import MLPNoisePredictor, ToyDiscriminator, ToyGenerator
+from smart_hf.training import build
+from smart_hf.training.batch_norm import recalibrate_batch_norm
+from smart_hf.training.config import parse_gan_args
+from smart_hf.training.gan import train_gan
 
 TINY = (
     "--max_train_steps 20 --train_batch_size 32 --hidden_dim 16 --num_layers 1 --num_eval_samples 100 "
@@ -18,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(tmp_path, *flags):
-    return train_smart_gan.main(train_smart_gan.parse_args([*TINY, "--output_dir", str(tmp_path), *flags]))
+    return train_gan(parse_gan_args([*TINY, "--output_dir", str(tmp_path), *flags]))
 
 
 def test_toy_run_writes_generator_metrics_and_plot(tmp_path):
@@ -124,7 +128,7 @@ def test_score_of_another_dimension_is_refused(tmp_path):
         run(tmp_path / "run", "--score", str(tmp_path / "score"))
 
 
-class FlakyGANLoss(train_smart_gan.GANLoss):
+class FlakyGANLoss(GANLoss):
     """Makes the generator loss NaN at the given generator steps (all steps when `nan_steps` is None)."""
 
     nan_steps: set[int] | None = set()
@@ -138,7 +142,7 @@ class FlakyGANLoss(train_smart_gan.GANLoss):
 
 def test_nonfinite_steps_are_skipped_and_logged(tmp_path, monkeypatch):
     monkeypatch.setattr(FlakyGANLoss, "nan_steps", {3, 4, 10})
-    monkeypatch.setattr(train_smart_gan, "GANLoss", FlakyGANLoss)
+    monkeypatch.setattr(build, "GANLoss", FlakyGANLoss)
     results = run(tmp_path, "--max_nonfinite_steps", "3")
     assert results["nonfinite_steps"] == 3
     generator = ToyGenerator.from_pretrained(tmp_path / "generator")
@@ -147,7 +151,7 @@ def test_nonfinite_steps_are_skipped_and_logged(tmp_path, monkeypatch):
 
 def test_too_many_nonfinite_steps_in_a_row_stop_at_the_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(FlakyGANLoss, "nan_steps", set(range(6, 20)))
-    monkeypatch.setattr(train_smart_gan, "GANLoss", FlakyGANLoss)
+    monkeypatch.setattr(build, "GANLoss", FlakyGANLoss)
     with pytest.raises(RuntimeError, match=r"6 steps in a row .* last good checkpoint is .*checkpoint-5"):
         run(tmp_path, "--checkpointing_steps", "5", "--max_nonfinite_steps", "6")
     assert not (tmp_path / "checkpoint-10").exists()  # not written during a run of non-finite steps
@@ -185,7 +189,7 @@ def test_frozen_batch_norm_keeps_the_statistics_of_the_freeze_step_and_resumes_e
         ToyGenerator.from_pretrained(whole / folder / "generator")
         for folder in ("checkpoint-5", "checkpoint-10", ".")
     )
-    train_smart_gan.recalibrate_batch_norm(at_freeze, batch_size=32, seed=0)  # TINY's batch, the default seed
+    recalibrate_batch_norm(at_freeze, batch_size=32, seed=0)  # TINY's batch, the default seed
     for model in (after, final):
         assert torch.equal(model.net[1].running_mean, at_freeze.net[1].running_mean)
         assert torch.equal(model.net[1].running_var, at_freeze.net[1].running_var)
@@ -200,11 +204,11 @@ def test_frozen_batch_norm_keeps_the_statistics_of_the_freeze_step_and_resumes_e
 def test_a_flag_switches_off_the_freeze_a_config_sets(tmp_path):
     config = tmp_path / "preset.yaml"
     config.write_text("generator_batch_norm: true\nfreeze_batch_norm_step: 2000\n")
-    assert train_smart_gan.parse_args(["--config", str(config)]).freeze_batch_norm_step == 2000
-    args = train_smart_gan.parse_args(["--config", str(config), "--freeze_batch_norm_step", "none"])
+    assert parse_gan_args(["--config", str(config)]).freeze_batch_norm_step == 2000
+    args = parse_gan_args(["--config", str(config), "--freeze_batch_norm_step", "none"])
     assert args.freeze_batch_norm_step is None
     with pytest.raises(SystemExit):
-        train_smart_gan.parse_args(["--freeze_batch_norm_step", "never"])
+        parse_gan_args(["--freeze_batch_norm_step", "never"])
 
 
 def test_linear_lr_schedule_decays_both_learning_rates_to_zero_across_a_resume(tmp_path):

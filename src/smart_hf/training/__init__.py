@@ -1,0 +1,2 @@
+"""Training loops and their run configuration, shared by the scripts in training/ and importable by tests,
+benchmarks and notebooks."""

@@ -1,0 +1,449 @@
+"""Run configurations of the two training loops, as dataclasses: the GAN (`GANTrainingConfig`) and the score
+model (`ScoreModelTrainingConfig`).
+
+Their fields are the scripts' command-line options (`smart_hf.training.options` generates the parsers); each
+technique's options live in its own config beside its class (`SmartConfig` in `smart_hf.smart`, …) and appear
+here as one section field. Defaults that depend on other options are filled in `__post_init__`; `check()`
+refuses, in one place, the settings a run cannot honour, before anything is loaded or written.
+"""
+
+import os
+from dataclasses import dataclass
+
+import smart_hf
+from smart_hf.data import DIGITS
+from smart_hf.diffusion_gan import DiffusionGANConfig
+from smart_hf.losses import ADVERSARIAL_LOSSES
+from smart_hf.masked_gan import MaskedGANConfig
+from smart_hf.nats import NATSConfig
+from smart_hf.nice import NICEConfig
+from smart_hf.smart import SmartConfig
+from smart_hf.toy2d import TOY_DATASETS
+from smart_hf.training.options import non_default_flags, option, parse, section
+
+DEFAULT_GAN_DATASET = "grid25"
+DIGITS_SCORE = os.path.join(os.path.dirname(smart_hf.__file__), "assets", "score_models", "digits-unet")
+GAN_ARCHITECTURES = ("dcgan", "resnet")
+LR_SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "warmup_stable_decay",
+)
+TRACKERS = ("none", "tensorboard", "wandb")
+PRECISIONS = ("no", "fp16", "bf16")
+# Options that do not change the trained model, left out of the model card.
+NOT_TRAINING_SETTINGS = {
+    "config",
+    "output_dir",
+    "logging_dir",
+    "logger",
+    "cache_dir",
+    "dataloader_num_workers",
+    "resume_from_checkpoint",
+    "checkpointing_steps",
+    "checkpoints_total_limit",
+    "logging_steps",
+    "save_images_steps",
+    "num_sample_images",
+    "num_eval_samples",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private_repo",
+    "max_nonfinite_steps",
+}
+
+
+def step_or_none(value: str) -> int | None:
+    """A step number, or 'none' for never (so a flag can switch off what a config file sets)."""
+    return None if value.lower() == "none" else int(value)
+
+
+@dataclass
+class GANTrainingConfig:
+    """Everything `train_gan` reads: data, score model, models, optimisation, techniques, outputs."""
+
+    config: list[str] | None = option(
+        None,
+        "A YAML or JSON file of option values (keys: option names without '--'), e.g. a preset from "
+        "training/configs/; may be repeated (later files override earlier ones, e.g. digits.yaml then "
+        "ttur.yaml); options given on the command line override them all.",
+        action="append",
+    )
+
+    dataset_name: str | None = option(
+        None,
+        f"A toy 2-D set {sorted(TOY_DATASETS)} (default {DEFAULT_GAN_DATASET}), '{DIGITS}' (embedded 8×8 "
+        "digits), a Hub data set id (owner/name) or a folder written by `save_to_disk`.",
+        group="data and output",
+    )
+    dataset_config_name: str | None = option(None, "The Hub data set's configuration, if any.")
+    train_data_dir: str | None = option(None, "An image folder (class labels from subfolders).")
+    image_column: str | None = option(None, "Default: the data set's only image column.")
+    label_column: str | None = option(None, "Default: a column named 'label' or 'labels'.")
+    cache_dir: str | None = option(None, "Where `datasets` caches downloads and image folders.")
+    resolution: int | None = option(None, "Image size (default: the score model's, 8 for digits).")
+    channels: int | None = option(None, "Default: the score model's channels.", choices=[1, 3])
+    class_conditional: bool = option(False, "Condition G, D and the score model on class labels.")
+    max_train_samples: int | None = option(
+        None,
+        "Train on this many images drawn at random with --seed (images only; e.g. 180 = 10%% of the "
+        "digits, a small-data regime); above the data set's size, all of it (with a warning).",
+    )
+    dataloader_num_workers: int = option(0)
+    output_dir: str = option("outputs/smart-gan")
+    seed: int = option(0)
+    num_eval_samples: int = option(2500, "Samples for the final metrics (and the toy plot).")
+
+    score: str | None = option(
+        None,
+        "A pretrained noise predictor: folder or Hub id (a DDPMPipeline, or a model with a scheduler). "
+        f"Default: 'analytic' (the exact mixture score) for toy data, {DIGITS_SCORE} for digits.",
+        group="score model",
+    )
+
+    model_architecture: str = option("resnet", "Images.", choices=sorted(GAN_ARCHITECTURES), group="models")
+    g_base_channels: int = option(64, "Generator channels at full resolution (images).")
+    d_base_channels: int = option(64, "Discriminator channels at full resolution (images).")
+    latent_dim: int = option(8)
+    hidden_dim: int = option(256, "Toy MLP width.")
+    d_hidden_dim: int | None = option(None, "Toy MLP discriminator width (default: --hidden_dim).")
+    num_layers: int = option(3, "Toy MLP depth.")
+    generator_batch_norm: bool = option(False, "Toy MLP generator: BatchNorm after each layer.")
+    freeze_batch_norm_step: int | None = option(
+        None,
+        "From this generator step on, the generator's BatchNorm layers normalize with fixed statistics "
+        "(recomputed for the weights at that step) instead of each batch's: the generator then trains as it "
+        "samples, without the batch-to-batch jitter of its outputs. 'none' (the default): never.",
+        type=step_or_none,
+    )
+    g_fourier_scale: float = option(
+        0.0,
+        "Toy MLP generator: feed it --fourier_features random Fourier features of the latent, "
+        "frequencies ~ N(0, scale²) (0 = off).",
+    )
+    d_fourier_scale: float = option(0.0, "Toy MLP discriminator: the same for its input point (0 = off).")
+    fourier_features: int = option(64, "Toy MLPs: how many Fourier features (sin and cos each).")
+
+    max_train_steps: int = option(4000, "Generator steps.", group="training")
+    train_batch_size: int = option(256, "Per process.")
+    gradient_accumulation_steps: int = option(
+        1,
+        "Only 1 is supported: the alternating two-optimizer GAN step does not accumulate; raise "
+        "--train_batch_size or use more processes instead.",
+    )
+    d_steps_per_g_step: int = option(1)
+    loss: str = option("non_saturating", choices=ADVERSARIAL_LOSSES)
+    r1_gamma: float = option(0.0, "R1 penalty weight (0 = off).")
+    r1_interval: int = option(4, "Lazy R1: apply every N discriminator steps.")
+    g_learning_rate: float = option(1e-4, "Generator learning rate (TTUR).")
+    d_learning_rate: float = option(3e-4, "Discriminator learning rate (TTUR).")
+    lr_scheduler: str = option(
+        "constant",
+        "diffusers' `get_scheduler`, applied to both learning rates over --max_train_steps; "
+        "warmup_stable_decay (transformers' WSD) holds the rate, then decays it linearly to 0 over "
+        "the last --lr_decay_steps.",
+        choices=LR_SCHEDULERS,
+    )
+    lr_warmup_steps: int = option(0, "Generator steps of warm-up.")
+    lr_decay_steps: int | None = option(
+        None, "warmup_stable_decay only: generator steps of the final linear decay (default: last quarter)."
+    )
+    adam_beta1: float = option(0.0)
+    adam_beta2: float = option(0.9)
+    g_adam_betas: list[float] | None = option(
+        None,
+        "The generator's Adam betas (TTUR; default: --adam_beta1 --adam_beta2).",
+        nargs=2,
+        metavar=("BETA1", "BETA2"),
+    )
+    d_adam_betas: list[float] | None = option(
+        None,
+        "The discriminator's Adam betas (TTUR; default: --adam_beta1 --adam_beta2).",
+        nargs=2,
+        metavar=("BETA1", "BETA2"),
+    )
+    mixed_precision: str = option("no", choices=PRECISIONS)
+    use_ema: bool = option(False, "Keep an EMA of the generator (exported).")
+    ema_max_decay: float = option(0.999)
+    ema_inv_gamma: float = option(1.0, "EMA warm-up: 1 − (1 + step/γ)^−power.")
+    ema_power: float = option(0.75)
+    max_nonfinite_steps: int = option(
+        5, "Stop after this many steps in a row with a non-finite loss (such steps are never applied)."
+    )
+
+    smart: SmartConfig = section(SmartConfig, "smart_", "SMaRt regularizer")
+    diffusion_gan: DiffusionGANConfig = section(
+        DiffusionGANConfig, "diffusion_gan_", "data-efficient discriminator"
+    )
+    masked_gan: MaskedGANConfig = section(MaskedGANConfig, "mask_", "data-efficient discriminator")
+    nice: NICEConfig = section(NICEConfig, "nice_", "data-efficient discriminator")
+    nats: NATSConfig = section(NATSConfig, "nats_", "NATS (annealed functional-gradient refinement)")
+
+    checkpointing_steps: int = option(
+        500, "0 = no checkpoints.", group="checkpoints, logging, samples and the Hub"
+    )
+    checkpoints_total_limit: int | None = option(None, "Keep at most N checkpoints.")
+    resume_from_checkpoint: str | None = option(None, "A checkpoint folder or 'latest'.")
+    logger: str = option("none", choices=TRACKERS)
+    logging_dir: str = option("logs", "Tracker folder, inside --output_dir.")
+    logging_steps: int = option(100, "Steps averaged per logged value.")
+    save_images_steps: int = option(500, "Sample grid into samples/ every N steps; 0 = none.")
+    num_sample_images: int = option(64, "Images per sample grid.")
+    push_to_hub: bool = option(False, "Upload the exported pipeline at the end.")
+    hub_model_id: str | None = option(None, "Hub repository (user/name) for --push_to_hub.")
+    hub_private_repo: bool = option(False)
+
+    def __post_init__(self):
+        if self.dataset_name is None and self.train_data_dir is None:
+            self.dataset_name = DEFAULT_GAN_DATASET
+        if self.score is None and self.train_data_dir is None:
+            if self.dataset_name in TOY_DATASETS:
+                self.score = "analytic"
+            elif self.dataset_name == DIGITS:
+                self.score = DIGITS_SCORE
+        # TTUR: each optimizer's betas, the shared ones by default.
+        self.g_adam_betas = list(self.g_adam_betas or [self.adam_beta1, self.adam_beta2])
+        self.d_adam_betas = list(self.d_adam_betas or [self.adam_beta1, self.adam_beta2])
+        if self.nats.enabled and self.nats.anneal_steps is None and self.nats.anneal != "constant":
+            self.nats.anneal_steps = self.max_train_steps
+
+    @property
+    def is_toy(self) -> bool:
+        return self.dataset_name in TOY_DATASETS
+
+    @property
+    def data_source(self) -> str:
+        """The training data as a user named it."""
+        return self.train_data_dir or self.dataset_name
+
+    def check(self) -> None:
+        """Refuse settings the GAN loop cannot honour, before anything is loaded or written."""
+        if self.gradient_accumulation_steps != 1:
+            raise ValueError(
+                "--gradient_accumulation_steps > 1 is not supported: the discriminator and generator steps "
+                "alternate with two optimizers. Raise --train_batch_size or train on more processes instead."
+            )
+        self._check_learning_rate_schedule()
+        self._check_data()
+        self._check_toy_models()
+        if self.d_steps_per_g_step < 1:
+            raise ValueError(f"--d_steps_per_g_step must be >= 1, got {self.d_steps_per_g_step}.")
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"--max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}.")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/smart-gan-digits).")
+        for betas in ("g_adam_betas", "d_adam_betas"):
+            if not all(0 <= beta < 1 for beta in getattr(self, betas)):
+                raise ValueError(f"--{betas} must lie in [0, 1), got {getattr(self, betas)} (TTUR: 0 0.9).")
+        self._check_techniques()
+
+    def _check_learning_rate_schedule(self) -> None:
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"--lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}.")
+        if self.lr_decay_steps is not None:
+            if self.lr_scheduler != "warmup_stable_decay":
+                raise ValueError(
+                    f"--lr_decay_steps sets the decay of --lr_scheduler warmup_stable_decay; "
+                    f"--lr_scheduler is {self.lr_scheduler}. Drop it or change the scheduler."
+                )
+            if not 0 < self.lr_decay_steps <= self.max_train_steps - self.lr_warmup_steps:
+                raise ValueError(
+                    f"--lr_decay_steps must be in [1, max_train_steps - lr_warmup_steps = "
+                    f"{self.max_train_steps - self.lr_warmup_steps}], got {self.lr_decay_steps}."
+                )
+
+    def _check_data(self) -> None:
+        name = self.dataset_name
+        if self.is_toy and (self.train_data_dir or self.class_conditional):
+            raise ValueError(f"--dataset_name {name} is a toy 2-D set: it takes no image options.")
+        if self.is_toy and self.max_train_samples is not None:
+            raise ValueError(
+                f"--max_train_samples subsets an image data set, but {name} is a toy 2-D set whose "
+                "batches are drawn afresh every step: drop --max_train_samples."
+            )
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(
+                f"--max_train_samples must be >= 1, got {self.max_train_samples}; leave it out to train on "
+                "all images."
+            )
+        if (
+            not self.is_toy
+            and self.train_data_dir is None
+            and name != DIGITS
+            and "/" not in name
+            and not os.path.isdir(name)
+        ):
+            raise ValueError(
+                f"Unknown toy data set {name!r}; choose one of {sorted(TOY_DATASETS)}, or for images "
+                f"'{DIGITS}', a Hub data set id (owner/name) or a folder."
+            )
+        if self.score is None:
+            raise ValueError(
+                f"Pass --score: the score model (a folder or Hub id) trained on {self.data_source}."
+            )
+
+    def _check_toy_models(self) -> None:
+        fourier_on = self.g_fourier_scale or self.d_fourier_scale
+        if not self.is_toy and fourier_on:
+            raise ValueError(
+                "--g_fourier_scale and --d_fourier_scale give the toy MLPs Fourier features of their inputs; "
+                f"{self.dataset_name} is an image data set: drop them."
+            )
+        if not fourier_on and self.fourier_features != type(self).fourier_features:
+            raise ValueError(
+                "--fourier_features only acts with --g_fourier_scale or --d_fourier_scale > 0: add one, or "
+                "drop it."
+            )
+        if self.g_fourier_scale < 0 or self.d_fourier_scale < 0 or self.fourier_features < 1:
+            raise ValueError(
+                "--g_fourier_scale and --d_fourier_scale must be >= 0 (0 = off) and --fourier_features >= 1, "
+                f"got {self.g_fourier_scale}, {self.d_fourier_scale} and {self.fourier_features}."
+            )
+        if self.freeze_batch_norm_step is not None:
+            if self.freeze_batch_norm_step < 0:
+                raise ValueError(f"--freeze_batch_norm_step must be >= 0, got {self.freeze_batch_norm_step}.")
+            if self.is_toy and not self.generator_batch_norm:
+                raise ValueError(
+                    "--freeze_batch_norm_step freezes the generator's BatchNorm, and the toy generator has "
+                    "none: add --generator_batch_norm or drop --freeze_batch_norm_step."
+                )
+
+    def _check_techniques(self) -> None:
+        self.smart.check()
+        if self.is_toy and self.masked_gan.mode != "none":
+            raise ValueError(
+                f"--masked_gan {self.masked_gan.mode} masks image patches and 2-D frequency bands; "
+                f"--dataset_name {self.dataset_name} is a toy 2-D set. Use --masked_gan none "
+                "(--diffusion_gan works on toy data)."
+            )
+        self.diffusion_gan.check()
+        for name, technique in (("nice", self.nice), ("nats", self.nats)):
+            given = non_default_flags(technique, f"{name}_")
+            if given and not technique.enabled:
+                raise ValueError(f"{' '.join(given)} only act with --{name}: add --{name}, or drop them.")
+            if technique.enabled:
+                technique.check()
+
+
+SCORE_DISCRIMINATORS = ("dcgan", "resnet")
+TOY_SCORE_DEFAULTS = {"train_batch_size": 1024, "max_train_steps": 6000}
+IMAGE_SCORE_DEFAULTS = {"train_batch_size": 64}
+
+
+@dataclass
+class ScoreModelTrainingConfig:
+    """Everything `train_score_model` reads: data, network, diffusion schedule, optimisation, the hybrid
+    adversarial objective, outputs."""
+
+    dataset_name: str | None = option(
+        None,
+        f"'{DIGITS}' (embedded, the default), a toy 2-D set {sorted(TOY_DATASETS)}, a Hub data set id "
+        "or a folder written by `save_to_disk`.",
+        group="data",
+    )
+    dataset_config_name: str | None = option(None, "The Hub data set's configuration, if any.")
+    train_data_dir: str | None = option(None, "An image folder (class labels from subfolders).")
+    image_column: str | None = option(None, "Default: the data set's only image column.")
+    label_column: str | None = option(None, "Default: a column named 'label' or 'labels'.")
+    cache_dir: str | None = option(None, "Where `datasets` caches downloads and image folders.")
+    resolution: int | None = option(None, "Image size (default: 8 for digits).")
+    channels: int | None = option(None, "Default: 1 for digits, else 3.", choices=[1, 3])
+    class_conditional: bool = option(False, "Condition the UNet on class labels.")
+    dataloader_num_workers: int = option(0)
+
+    block_out_channels: list[int] = option([32, 64, 64], "UNet widths.", group="model")
+    layers_per_block: int = option(1, "UNet ResNet layers per resolution.")
+    norm_num_groups: int = option(8, "UNet GroupNorm groups.")
+    hidden_dim: int = option(256, "Toy MLP width.")
+    num_layers: int = option(4, "Toy MLP residual blocks.")
+
+    ddpm_num_steps: int = option(1000, aliases=("num_train_timesteps",), group="diffusion")
+    ddpm_beta_schedule: str = option("linear", choices=["linear", "squaredcos_cap_v2"])
+    prediction_type: str = option("epsilon", choices=["epsilon", "v_prediction", "sample"])
+
+    output_dir: str = option("outputs/score-model", group="training")
+    seed: int = option(0)
+    train_batch_size: int | None = option(None, "Default: 1024 toy, 64 images.")
+    num_epochs: int = option(100, "Image data; --max_train_steps overrides.")
+    max_train_steps: int | None = option(None, "Optimizer steps (toy default 6000).")
+    gradient_accumulation_steps: int = option(1)
+    learning_rate: float = option(1e-3)
+    lr_scheduler: str = option("cosine", "A diffusers `get_scheduler` name.")
+    lr_warmup_steps: int = option(0)
+    adam_beta1: float = option(0.9)
+    adam_beta2: float = option(0.999)
+    adam_weight_decay: float = option(0.0)
+    adam_epsilon: float = option(1e-8)
+    max_grad_norm: float | None = option(None, "Clip gradients to this norm.")
+    mixed_precision: str = option("no", choices=PRECISIONS)
+    use_ema: bool = option(False, "Save an exponential moving average of weights.")
+    ema_max_decay: float = option(0.999)
+
+    adversarial: bool = option(
+        False, "Add the LSGAN term on denoised samples (see above).", group="hybrid objective (--adversarial)"
+    )
+    adversarial_weight: float = option(1.0, "lambda_adv.")
+    dsm_weight: float = option(1.0, "lambda_dsm.")
+    d_steps_per_score_step: int = option(1)
+    d_learning_rate: float = option(2e-4)
+    d_adam_beta1: float = option(0.5)
+    d_adam_beta2: float = option(0.999)
+    d_architecture: str = option("dcgan", "Images.", choices=sorted(SCORE_DISCRIMINATORS))
+    d_base_channels: int = option(32, "Discriminator channels at full resolution (images).")
+    d_hidden_dim: int = option(128, "Toy discriminator width.")
+
+    checkpointing_steps: int = option(500, "0 = no checkpoints.", group="checkpoints, logging and samples")
+    checkpoints_total_limit: int | None = option(None, "Keep at most N.")
+    resume_from_checkpoint: str | None = option(None, "A checkpoint folder or 'latest'.")
+    logger: str = option("none", choices=TRACKERS)
+    logging_steps: int = option(100, "Loss history resolution.")
+    num_sample_images: int = option(64, "Final sample grid; 0 = none.")
+    num_inference_steps: int = option(100, "DDIM steps for the grid.")
+
+    def __post_init__(self):
+        if self.dataset_name is None and self.train_data_dir is None:
+            self.dataset_name = DIGITS
+        defaults = TOY_SCORE_DEFAULTS if self.is_toy else IMAGE_SCORE_DEFAULTS
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+    @property
+    def is_toy(self) -> bool:
+        return self.dataset_name in TOY_DATASETS
+
+    def check(self) -> None:
+        """Refuse settings of the hybrid objective the loop cannot honour."""
+        if not self.adversarial:
+            return
+        if self.gradient_accumulation_steps != 1:
+            raise ValueError(
+                "--adversarial needs --gradient_accumulation_steps 1: the discriminator and score steps "
+                "alternate with two optimizers. Raise --train_batch_size instead."
+            )
+        if self.d_steps_per_score_step < 1:
+            raise ValueError(f"--d_steps_per_score_step must be >= 1, got {self.d_steps_per_score_step}.")
+        if self.adversarial_weight < 0 or self.dsm_weight < 0:
+            raise ValueError(
+                f"--adversarial_weight and --dsm_weight must be >= 0, got {self.adversarial_weight} and "
+                f"{self.dsm_weight}."
+            )
+
+
+def parse_gan_args(argv: list[str] | None = None) -> GANTrainingConfig:
+    """The GAN run configuration from the command line (`argv`, default `sys.argv[1:]`) and its --config
+    presets."""
+    from smart_hf.training import gan  # its docstring is the script's --help text
+
+    return parse(GANTrainingConfig, argv, gan.__doc__)
+
+
+def parse_score_model_args(argv: list[str] | None = None) -> ScoreModelTrainingConfig:
+    """The score-model run configuration from the command line (`argv`, default `sys.argv[1:]`)."""
+    from smart_hf.training import score_model  # its docstring is the script's --help text
+
+    return parse(ScoreModelTrainingConfig, argv, score_model.__doc__)

@@ -1,0 +1,361 @@
+"""Train a one-step GAN generator with SMaRt (score matching regularity), under `accelerate launch`.
+
+    accelerate launch training/train_smart_gan.py --config training/configs/digits.yaml --output_dir out/dg
+    accelerate launch training/train_smart_gan.py --dataset_name grid25 --score analytic --output_dir out/gr
+    torchrun --nproc_per_node 2 training/train_smart_gan.py --config training/configs/digits.yaml
+
+Data: images from the embedded `digits`, a Hub data set or a `save_to_disk` folder (--dataset_name) or an
+image folder (--train_data_dir), read by `smart_hf.data.load_image_dataset`; or a toy 2-D mixture (grid25,
+ring8). The frozen score model (--score) is a diffusers noise predictor, a folder or a Hub id (default for
+digits: the shipped `digits-unet`), or for toy data the exact score of the mixture (`analytic`). It stays out
+of `accelerator.prepare`: its weights never change, but SMaRt's gradient flows through it into the generator.
+
+Each step runs --d_steps_per_g_step discriminator steps, then one generator step, with
+`smart_hf.losses.GANLoss` (adversarial loss; lazy R1 for D; lazy SMaRt for G). D's inputs can be masked
+(--masked_gan, MaskedGAN) and diffused (--diffusion_gan, Diffusion-GAN), D's features modulated by noise
+with a consistency loss (--nice, NICE), and the fakes refined along D's gradient (--nats, NATS); separate
+Adam settings per network give TTUR (--config training/configs/ttur.yaml). A class-conditional run passes
+the batch's class labels to G, D and the score model. A step whose loss is not finite on some process is not
+applied; after --max_nonfinite_steps such steps in a row the run stops, naming the checkpoint to resume from.
+
+Checkpoints (`checkpoint-<step>/`: generator/, discriminator/, generator_ema/, training_state.json with the
+step counters and the EMA state, and accelerate's optimizer and random states) continue with
+--resume_from_checkpoint latest. The output folder gets generator/ (and generator_ema/) and metrics.json,
+which `smart-hf export` reads; image runs also get samples.png, samples/ (grids during training) and
+pipeline/ (a Hub-ready export, uploaded with --push_to_hub); toy runs get a scatter plot. Presets of the
+paper's settings: --config training/configs/<name>.yaml (repeatable), overridden by flags on the command line.
+"""
+
+import copy
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from smart_hf.smart import SmartRegularizer
+from smart_hf.toy2d import load_toy_dataset
+from smart_hf.training import build, report
+from smart_hf.training.batch_norm import freeze_batch_norm, recalibrate_batch_norm
+from smart_hf.training.checkpoints import find_checkpoint, load_checkpoint, save_checkpoint
+from smart_hf.training.config import GANTrainingConfig
+from smart_hf.training.options import to_flat
+
+logger = get_logger(__name__, log_level="INFO")
+
+MODEL_FOLDERS = ("generator", "discriminator")  # in the order of `accelerator.prepare`
+EMA_FOLDER = "generator_ema"
+
+
+@dataclass
+class TrainingProgress:
+    """Counters saved with every checkpoint (training_state.json)."""
+
+    global_step: int = 0  # generator steps
+    discriminator_step: int = 0  # discriminator steps = batches drawn per process
+    nonfinite_steps: int = 0  # steps not applied because a loss was not finite
+    train_seconds: float = 0.0
+
+
+def train_gan(config: GANTrainingConfig) -> dict:
+    """Train, checkpoint, evaluate and export as `config` says; returns the final metrics (main process)."""
+    config.check()
+    last_checkpoint = config.resume_from_checkpoint and find_checkpoint(
+        config.output_dir, config.resume_from_checkpoint
+    )
+    if last_checkpoint:
+        check_checkpoint_timesteps(config, last_checkpoint)
+    accelerator = build.make_accelerator(
+        config.output_dir, config.logging_dir, config.mixed_precision, config.logger, data_seed=config.seed
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    set_seed(config.seed, device_specific=True)  # different latents on every process; DDP syncs the weights
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+        accelerator.mixed_precision, torch.float32
+    )
+
+    # Data, the frozen score model and the networks; every bad input is refused here, before training.
+    toy = load_toy_dataset(config.dataset_name) if config.is_toy else None
+    score = build.build_score(config, toy, weight_dtype).to(accelerator.device)
+    if toy is not None:
+        dataset, num_classes, sample_shape = None, None, tuple(toy.means.shape[1:])
+        batches = build.ToyBatches(toy, config.train_batch_size, config.seed + accelerator.process_index)
+        generator, discriminator = build.build_toy_models(config, toy)
+    else:
+        dataset = build.load_gan_images(config, score.sample_shape)
+        num_classes, sample_shape = dataset.num_classes, dataset.sample_shape
+        batches = build.image_batches(
+            dataset, config.train_batch_size, config.dataloader_num_workers, seed=config.seed
+        )
+        generator, discriminator = build.build_image_models(config, sample_shape, num_classes)
+    score.check_compatible(sample_shape, num_classes)
+    smart = SmartRegularizer.from_config(score, config.smart)  # also checks the t range; lambda 0: plain GAN
+
+    optimizer_g, optimizer_d = build.build_optimizers(config, generator, discriminator)
+    if toy is not None:
+        generator, discriminator, optimizer_g, optimizer_d = accelerator.prepare(
+            generator, discriminator, optimizer_g, optimizer_d
+        )
+        accelerator.register_for_checkpointing(batches)
+    else:
+        generator, discriminator, optimizer_g, optimizer_d, batches = accelerator.prepare(
+            generator, discriminator, optimizer_g, optimizer_d, batches
+        )
+    lr_scheduler_g, lr_scheduler_d = accelerator.prepare(
+        *(
+            build.learning_rate_scheduler(config, optimizer, accelerator.num_processes)
+            for optimizer in (optimizer_g, optimizer_d)
+        )
+    )
+    unwrapped_generator = accelerator.unwrap_model(generator)
+    ema = build.build_ema(config, unwrapped_generator)
+    resolution = None if toy is not None else sample_shape[1]
+    gan_loss = build.build_gan_loss(config, generator, discriminator, smart, accelerator, resolution)
+    register_model_hooks(accelerator, ema, config)
+
+    progress = TrainingProgress()
+    if last_checkpoint:
+        restore_progress(load_checkpoint(accelerator, last_checkpoint), progress, ema)
+    elif config.resume_from_checkpoint:
+        logger.info(f"No checkpoint in {config.output_dir}; starting a new run.")
+    if accelerator.is_main_process:
+        os.makedirs(config.output_dir, exist_ok=True)
+        accelerator.init_trackers(
+            "train_smart_gan",
+            config={
+                key: value if isinstance(value, int | float | str | bool) else str(value)
+                for key, value in to_flat(config).items()
+            },
+        )
+
+    batch_iterator = (
+        iter(batches)
+        if toy is not None
+        else endless_batches(accelerator, batches, progress.discriminator_step)
+    )
+    start_step, start_time, previous_seconds = progress.global_step, time.time(), progress.train_seconds
+    logger.info(
+        f"Training on {config.data_source} from step {start_step} to {config.max_train_steps}, batch "
+        f"{config.train_batch_size} per process on {accelerator.num_processes} process(es), "
+        f"SMaRt lambda={config.smart.weight}, "
+        f"Diffusion-GAN {'on' if config.diffusion_gan.enabled else 'off'}, "
+        f"MaskedGAN {config.masked_gan.mode}"
+    )
+    progress_bar = tqdm(
+        total=config.max_train_steps,
+        initial=start_step,
+        disable=not accelerator.is_local_main_process,
+        desc="steps",
+    )
+    window, nonfinite_in_a_row = report.LogWindow(), 0
+    freeze_step = config.freeze_batch_norm_step
+    if freeze_step is not None and start_step > freeze_step:  # resumed after the freeze
+        freeze_batch_norm(unwrapped_generator, config.train_batch_size, config.seed, recalibrate=False)
+    while progress.global_step < config.max_train_steps:
+        step = progress.global_step
+        if step == freeze_step:
+            freeze_batch_norm(unwrapped_generator, config.train_batch_size, config.seed, recalibrate=True)
+
+        # Discriminator phase(s), then the generator phase.
+        applied = True
+        for _ in range(config.d_steps_per_g_step):
+            batch = next(batch_iterator)
+            real = batch["images"].to(accelerator.device)
+            class_labels = batch.get("class_labels")
+            latents = torch.randn(len(real), config.latent_dim, device=accelerator.device)
+            d_terms = gan_loss.discriminator_phase(
+                real, latents, progress.discriminator_step, class_labels, generator_step=step
+            )
+            applied &= apply_update(accelerator, optimizer_d, d_terms.total)
+            progress.discriminator_step += 1
+        discriminator.requires_grad_(False)
+        latents = torch.randn(len(real), config.latent_dim, device=accelerator.device)
+        g_terms = gan_loss.generator_phase(latents, step, class_labels)
+        g_applied = apply_update(accelerator, optimizer_g, g_terms.total)
+        discriminator.requires_grad_(True)
+        if g_applied and ema is not None:
+            ema.step(unwrapped_generator.parameters())
+        lr_scheduler_g.step()
+        lr_scheduler_d.step()
+
+        # Bookkeeping: the non-finite guard, logs, checkpoints, sample grids.
+        logs = {**d_terms.logs, **g_terms.logs}
+        if config.smart.weight > 0:
+            logs["smart_weight"] = smart.weight_at(step)
+        progress.global_step += 1
+        progress_bar.update(1)
+        if applied and g_applied:
+            nonfinite_in_a_row = 0
+        else:
+            nonfinite_in_a_row += 1
+            progress.nonfinite_steps += 1
+            logger.warning(
+                f"Step {step}: non-finite loss, update skipped ({nonfinite_in_a_row} in a row): {logs}"
+            )
+            if nonfinite_in_a_row >= config.max_nonfinite_steps:
+                raise RuntimeError(nonfinite_message(nonfinite_in_a_row, step, logs, last_checkpoint))
+        window.add({**logs, "nonfinite_steps": progress.nonfinite_steps})
+
+        global_step = progress.global_step
+        if global_step % config.logging_steps == 0 or global_step == config.max_train_steps:
+            means = window.pop_means()
+            progress_bar.set_postfix({key: f"{value:.3g}" for key, value in means.items()})
+            accelerator.log(means, step=global_step)
+        # A checkpoint is never written during a run of non-finite steps, so the latest one is a good one.
+        if (
+            config.checkpointing_steps
+            and global_step % config.checkpointing_steps == 0
+            and nonfinite_in_a_row == 0
+        ):
+            progress.train_seconds = previous_seconds + time.time() - start_time
+            state = asdict(progress)
+            if ema is not None:
+                state["ema"] = {
+                    key: value for key, value in ema.state_dict().items() if key != "shadow_params"
+                }
+            last_checkpoint = save_checkpoint(
+                accelerator, config.output_dir, global_step, state, config.checkpoints_total_limit
+            )
+        if toy is None and config.save_images_steps and global_step % config.save_images_steps == 0:
+            if accelerator.is_main_process:
+                averaged = averaged_generator(unwrapped_generator, ema, config)
+                report.save_sample_grid(accelerator, config, averaged, global_step)
+    progress_bar.close()
+    loop_seconds = time.time() - start_time
+
+    accelerator.wait_for_everyone()
+    progress.train_seconds = previous_seconds + loop_seconds
+    results: dict = {}
+    if accelerator.is_main_process:
+        unwrapped_generator.save_pretrained(os.path.join(config.output_dir, "generator"))
+        final = averaged_generator(unwrapped_generator, ema, config)
+        if ema is not None:
+            final.save_pretrained(os.path.join(config.output_dir, EMA_FOLDER))
+        steps_run = progress.global_step - start_step
+        results = {
+            "global_step": progress.global_step,
+            "train_seconds": progress.train_seconds,
+            "seconds_per_step": loop_seconds / steps_run if steps_run else None,
+            "nonfinite_steps": progress.nonfinite_steps,
+        }
+        if toy is not None:
+            results = report.finish_toy(config, final, toy, results)
+        else:
+            exported_discriminator = accelerator.unwrap_model(discriminator) if config.nats.enabled else None
+            results = report.finish_images(config, final, dataset, smart, results, exported_discriminator)
+    accelerator.end_training()
+    return results
+
+
+def check_checkpoint_timesteps(config: GANTrainingConfig, checkpoint: str) -> None:
+    """The checkpoint's discriminator must have the timestep input this run gives it (t_max + 1 embeddings
+    with --diffusion_gan, none without)."""
+    with open(os.path.join(checkpoint, "discriminator", "config.json")) as f:
+        saved = json.load(f).get("num_timesteps", 0)
+    needed = config.diffusion_gan.num_timesteps
+    if saved != needed:
+        built, wanted = (
+            f"for Diffusion-GAN with t_max {n - 1}" if n else "without Diffusion-GAN" for n in (saved, needed)
+        )
+        raise ValueError(
+            f"The discriminator in {checkpoint} was built {built}, but this run needs one {wanted}: resume "
+            "with the checkpoint's --diffusion_gan and --diffusion_gan_t_max, or start a new run in another "
+            "--output_dir."
+        )
+
+
+def register_model_hooks(accelerator: Accelerator, ema: EMAModel | None, config: GANTrainingConfig) -> None:
+    """Checkpoints hold G and D (and the EMA generator) as diffusers folders, not pickles."""
+
+    def save_models(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for folder, model in zip(MODEL_FOLDERS, models, strict=True):
+                accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, folder))
+            if ema is not None:
+                generator = accelerator.unwrap_model(models[0])
+                averaged_generator(generator, ema, config).save_pretrained(
+                    os.path.join(output_dir, EMA_FOLDER)
+                )
+        weights.clear()  # saved above as safetensors folders; accelerate need not pickle them again
+
+    def load_models(models, input_dir):
+        for folder, model in zip(MODEL_FOLDERS, models, strict=True):
+            model = accelerator.unwrap_model(model)
+            model.load_state_dict(type(model).from_pretrained(input_dir, subfolder=folder).state_dict())
+        if ema is not None:
+            if not os.path.isdir(os.path.join(input_dir, EMA_FOLDER)):
+                raise ValueError(f"{input_dir} was saved without --use_ema; resume without it.")
+            averaged = type(accelerator.unwrap_model(models[0])).from_pretrained(
+                input_dir, subfolder=EMA_FOLDER
+            )
+            ema.shadow_params = [p.detach().clone().to(accelerator.device) for p in averaged.parameters()]
+        models.clear()
+
+    accelerator.register_save_state_pre_hook(save_models)
+    accelerator.register_load_state_pre_hook(load_models)
+
+
+def restore_progress(state: dict, progress: TrainingProgress, ema: EMAModel | None) -> None:
+    """The counters and the EMA's own state (decay, step) of a loaded checkpoint."""
+    ema_state = state.pop("ema", None)
+    if ema is not None:
+        ema.load_state_dict({**ema_state, "shadow_params": ema.shadow_params})
+    for key, value in state.items():
+        setattr(progress, key, value)
+
+
+def nonfinite_message(count: int, step: int, logs: dict, last_checkpoint: str | None) -> str:
+    resume = (
+        f"The last good checkpoint is {last_checkpoint}: resume with --resume_from_checkpoint "
+        f"{last_checkpoint}"
+        if last_checkpoint
+        else "No checkpoint was saved (see --checkpointing_steps); start again"
+    )
+    return (
+        f"Stopping: {count} steps in a row (up to step {step}) had a non-finite loss ({logs}). {resume} "
+        "after lowering the learning rates or lambda (--smart_weight)."
+    )
+
+
+def endless_batches(accelerator: Accelerator, dataloader, start_batch: int):
+    """Batches of successive epochs from batch `start_batch` on. With accelerate's seedable sampler, epoch e
+    is shuffled by seed + e on every process, so a resumed run sees the batches an uninterrupted run would."""
+    epoch, skip = divmod(start_batch, len(dataloader))
+    while True:
+        dataloader.set_epoch(epoch)
+        yield from accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+        epoch, skip = epoch + 1, 0
+
+
+def averaged_generator(generator: ModelMixin, ema: EMAModel | None, config: GANTrainingConfig) -> ModelMixin:
+    """An eval-mode copy of `generator` holding the EMA weights when there is an EMA.
+
+    `EMAModel` averages parameters only, so the BatchNorm statistics the live generator gathered do not fit
+    the averaged weights (on grid25 they cost most of the high-quality samples): the copy gets its own,
+    recomputed by `recalibrate_batch_norm`.
+    """
+    averaged = copy.deepcopy(generator).requires_grad_(False)
+    if ema is not None:
+        ema.copy_to(averaged.parameters())
+        recalibrate_batch_norm(averaged, config.train_batch_size, config.seed)
+    return averaged.eval()
+
+
+def apply_update(accelerator: Accelerator, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+    """Backpropagate `loss` and step `optimizer`, unless the loss is non-finite on some process: then no
+    process applies anything (they must agree, or the gradient all-reduce would hang). True when applied."""
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if accelerator.gather(finite).min().item() == 0:
+        return False
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    optimizer.step()
+    return True
