@@ -22,7 +22,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DiffusionPipeline
 
 from smart_hf import hub
-from smart_hf.annealed_sampling import AnnealedSamplingPipeline
+from smart_hf.pipelines import AnnealedSamplingPipeline
 from smart_hf.evaluation import runner
 from smart_hf.image_grid import image_grid
 from smart_hf.pipelines import SmartOneStepPipeline

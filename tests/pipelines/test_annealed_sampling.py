@@ -10,7 +10,8 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from smart_hf.annealed_sampling import AnnealedSamplingPipeline, annealed_sample
+from smart_hf.pipelines import AnnealedSamplingPipeline
+from smart_hf.pipelines.annealed_sampling.pipeline import annealed_sample
 from smart_hf.schedulers import AnnealedLangevinScheduler, ConsistentAnnealedSamplingScheduler
 from smart_hf.scores import GaussianMixtureScore, default_alphas_cumprod
 

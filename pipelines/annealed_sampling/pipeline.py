@@ -1,10 +1,10 @@
-"""Sampling score models with annealed Langevin (ALS) or consistent annealed sampling (CAS).
+"""Score models sampled with annealed Langevin (ALS) or consistent annealed sampling (CAS).
 
 `annealed_sample` runs a scheduler of `smart_hf.schedulers` with any noise predictor: a smart_hf
 `ScoreFunction` (e.g. the toy 2-D scores) or a network call. `AnnealedSamplingPipeline` does it for an
 unconditional `UNet2DModel`, like `DDPMPipeline`:
 
-    from smart_hf.annealed_sampling import AnnealedSamplingPipeline
+    from smart_hf.pipelines import AnnealedSamplingPipeline
     from smart_hf.schedulers import ConsistentAnnealedSamplingScheduler
 
     folder = "src/smart_hf/assets/score_models/digits-unet"  # a DDPMPipeline of an epsilon-prediction UNet
@@ -13,6 +13,10 @@ unconditional `UNet2DModel`, like `DDPMPipeline`:
     )
     pipeline = AnnealedSamplingPipeline.from_pretrained(folder, scheduler=scheduler)
     images = pipeline(batch_size=16, num_inference_steps=250).images
+
+Unlike `smart_one_step`, this pipeline imports smart_hf: its scheduler component is one of smart_hf's
+schedulers, which a folder saved with it names and loads from smart_hf, so it never runs without smart_hf and
+is not exported as Hub remote code (copying the schedulers here would keep two sources of one class).
 """
 
 from collections.abc import Callable, Iterable, Sequence
