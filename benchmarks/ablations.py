@@ -22,9 +22,9 @@ G 2e-4, D 4e-4 with Adam(0, 0.9)).
 Runs go one after another in this process (--jobs 1), or --jobs at a time in worker processes of one thread
 each. Prints markdown tables, writes results.json and one figure per part (scatters, sample grids).
 
-    OMP_NUM_THREADS=1 python benchmarks/ablations.py --jobs 1  # the defaults: 51 min on a shared 2-core CPU
-    python benchmarks/ablations.py --parts digits --seeds 0 1 2 --steps 1500
-    python benchmarks/ablations.py --techniques plain nice nats --jobs 2
+    OMP_NUM_THREADS=1 python -m benchmarks.ablations --jobs 1  # the defaults: 51 min on a shared 2-core CPU
+    python -m benchmarks.ablations --parts digits --seeds 0 1 2 --steps 1500
+    python -m benchmarks.ablations --techniques plain nice nats --jobs 2
 """
 
 import argparse
@@ -39,25 +39,32 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from benchmarks.common import (
+    CONFIGS,
+    argument_parser,
+    draw_digits,
+    judge_digits,
+    markdown_table,
+    mean_std,
+    point_drawer,
+    real_digits,
+    sample_images,
+    toy_table,
+    train_in_process,
+    true_samples,
+)
+from smart_hf.data import DIGITS, load_image_dataset
+from smart_hf.evaluation import DigitsFeatureExtractor, FeatureStatistics
+from smart_hf.evaluation.images import dataset_images
+from smart_hf.toy2d import load_toy_dataset, toy_metrics
+from smart_hf.training.config import config_arguments, gan_parser
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(REPO_ROOT, "benchmarks"), os.path.join(REPO_ROOT, "training")]
-import train_smart_gan  # noqa: E402
-from digits import PRESET, judge, sample  # noqa: E402
-from toy2d import mean_std  # noqa: E402
-
-from smart_hf.data import DIGITS, load_image_dataset  # noqa: E402
-from smart_hf.evaluation import DigitsFeatureExtractor, FeatureStatistics  # noqa: E402
-from smart_hf.evaluation.images import dataset_images  # noqa: E402
-from smart_hf.toy2d import load_toy_dataset, toy_metrics  # noqa: E402
-
-TTUR_CONFIG = os.path.join(REPO_ROOT, "training", "configs", "ttur.yaml")
+DIGITS_PRESET = os.path.join(CONFIGS, "digits.yaml")
+TTUR_CONFIG = os.path.join(CONFIGS, "ttur.yaml")
 TECHNIQUES = {  # name: (label, flags); TTUR's flags are those of TTUR_CONFIG
     "plain": ("GAN", []),
     "diffusion_gan": ("Diffusion-GAN", ["--diffusion_gan"]),
@@ -120,11 +127,11 @@ def training_argv(run: Run, args: argparse.Namespace) -> list[str]:
     if run.part == "grid25":
         base = [*GRID25_RECIPE, "--dataset_name", "grid25"]
     else:
-        base = ["--config", PRESET, *DIGITS_SMART_RECIPE, "--save_images_steps", "0"]
+        base = ["--config", DIGITS_PRESET, *DIGITS_SMART_RECIPE, "--save_images_steps", "0"]
         base += ["--max_train_samples", str(args.digits_train_samples)]
     technique = TECHNIQUES[run.method.technique][1]
     if run.method.technique == "ttur":
-        technique = train_smart_gan.config_arguments(TTUR_CONFIG, train_smart_gan.build_parser())
+        technique = config_arguments(TTUR_CONFIG, gan_parser())
     if run.part == "grid25":
         technique = technique + GRID25_FLAGS.get(run.method.technique, [])
     return [
@@ -146,32 +153,14 @@ def seeds(part: str, args: argparse.Namespace) -> list[int]:
     return args.seeds or DEFAULT_SEEDS[part]
 
 
-def train(argv: list[str]) -> dict:
-    """One training run in this process: its results (without the settings) plus the wall time."""
-    start = time.time()
-    results = train_smart_gan.main(train_smart_gan.parse_args(argv))
-    return {
-        **{key: value for key, value in results.items() if key != "config"},
-        "wall_seconds": time.time() - start,
-    }
-
-
 def run_all(argvs: list[list[str]], jobs: int) -> Iterator[dict]:
     """The runs' results in order: in turn here, or `jobs` at a time in forked one-thread workers."""
     if jobs == 1:
-        yield from map(train, argvs)
+        yield from map(train_in_process, argvs)
         return
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(jobs, context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        yield from pool.map(train, argvs)
-
-
-def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    print(f"\n{title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+        yield from pool.map(train_in_process, argvs)
 
 
 def by_method(runs: list[tuple[Run, dict]]) -> dict[str, list[dict]]:
@@ -184,58 +173,35 @@ def by_method(runs: list[tuple[Run, dict]]) -> dict[str, list[dict]]:
 def grid25_report(runs: list[tuple[Run, dict]], args: argparse.Namespace) -> dict:
     """The toy table and scatters; the true data's row is 2,500 fresh samples."""
     dataset = load_toy_dataset("grid25")
-    true_samples = dataset.sample(2500, generator=torch.Generator().manual_seed(123))
-    rows = {"true data": [toy_metrics(true_samples, dataset)], **by_method(runs)}
-    table = []
-    for label, results in rows.items():
-        modes = [result["modes_covered"] for result in results]
-        wall = [result["wall_seconds"] for result in results if "wall_seconds" in result]
-        table.append(
-            [
-                label,
-                f"{mean_std(modes, '.1f')} / {results[0]['num_modes']}",
-                mean_std([result["high_quality_percent"] for result in results], ".1f"),
-                mean_std([result["sliced_wasserstein"] for result in results], ".3f"),
-                ", ".join(map(str, modes)),
-                mean_std(wall, ".0f") if wall else "—",
-            ]
-        )
-    print_table(
-        f"grid25: {steps('grid25', args)} generator steps, seeds {seeds('grid25', args)}, the recipe of "
-        f"benchmarks/toy2d.py; 2,500 samples per run; extra args: {args.extra_args or '(none)'}",
-        ["method", "modes covered", "high-quality %", "sliced W1", "per-seed modes", "wall time per run (s)"],
-        table,
+    reference = true_samples(dataset)
+    rows = {"true data": [toy_metrics(reference, dataset)], **by_method(runs)}
+    print(
+        f"\ngrid25: {steps('grid25', args)} generator steps, seeds {seeds('grid25', args)}, the recipe of "
+        f"benchmarks/toy2d.py; 2,500 samples per run; extra args: {args.extra_args or '(none)'}\n"
     )
-    panels = {"true data": true_samples.numpy()}
+    print(toy_table(rows))
+    panels = {"true data": reference.numpy()}
     for run, _ in first_seed(runs):
         panels[run.method] = np.load(os.path.join(run.output_dir, "samples.npy"))
-    limit = float(dataset.means.abs().max()) * 1.4
-
-    def draw(ax, points: np.ndarray) -> None:
-        ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.4)
-        ax.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal")
-
-    save_figure(panels, draw, os.path.join(args.output_dir, "ablations_grid25.png"))
+    save_figure(panels, point_drawer(dataset), os.path.join(args.output_dir, "ablations_grid25.png"))
     return {"steps": steps("grid25", args), "seeds": seeds("grid25", args), "rows": rows}
 
 
 def digits_report(runs: list[tuple[Run, dict]], args: argparse.Namespace) -> dict:
     """Samples of every digits run judged against all 1,797 digits; the training subset as a reference row."""
     extractor = DigitsFeatureExtractor()
-    reference = FeatureStatistics.from_features(
-        extractor.extract(torch.cat(list(dataset_images(load_image_dataset(DIGITS)))))
-    )
+    reference = FeatureStatistics.from_features(extractor.extract(real_digits()))
     first = seeds("digits", args)[0]
     training = load_image_dataset(DIGITS).subset(args.digits_train_samples, first)
     training_images = torch.cat(list(dataset_images(training)))
     training_label = f"training subset: {len(training)} real digits (seed {first})"
     judged = [(training_label, training_images, None)]
     for run, result in runs:
-        images = sample(run.output_dir, args.num_samples, run.seed)
+        images = sample_images(run.output_dir, args.num_samples, run.seed)
         judged.append((run.method.label, images, result))
     rows: dict[str, list[dict]] = {}
     for label, images, result in judged:
-        verdict = judge(extractor, images, reference)
+        verdict = judge_digits(extractor, images, reference)
         rows.setdefault(label, []).append(
             {**(result or {}), **verdict, "histogram": verdict["histogram"].tolist()}
         )
@@ -252,25 +218,18 @@ def digits_report(runs: list[tuple[Run, dict]], args: argparse.Namespace) -> dic
                 mean_std(wall, ".0f") if wall else "—",
             ]
         )
-    print_table(
-        f"digits, small data: {len(training)} of the 1,797 digits, {steps('digits', args)} generator steps, "
-        f"seeds {seeds('digits', args)}, the digits preset; {args.num_samples} samples per run, FD_digits "
-        f"against all 1,797 digits; extra args: {args.extra_args or '(none)'}",
-        ["method", "FD_digits", "per seed", "digits covered", "wall time per run (s)"],
-        table,
+    print(
+        f"\ndigits, small data: {len(training)} of the 1,797 digits, {steps('digits', args)} generator "
+        f"steps, seeds {seeds('digits', args)}, the digits preset; {args.num_samples} samples per run, "
+        f"FD_digits against all 1,797 digits; extra args: {args.extra_args or '(none)'}\n"
+    )
+    print(
+        markdown_table(["method", "FD_digits", "per seed", "digits covered", "wall time per run (s)"], table)
     )
     panels = {training_label: training_images[:64]}
     for run, _ in first_seed(runs):
-        panels[run.method] = sample(run.output_dir, 64, run.seed)
-
-    def draw(ax, images: torch.Tensor) -> None:
-        tiles = images[:64, 0].numpy()
-        side = int(np.ceil(np.sqrt(len(tiles))))
-        tiles = np.concatenate([tiles, -np.ones((side * side - len(tiles), *tiles.shape[1:]))])
-        mosaic = tiles.reshape(side, side, *tiles.shape[1:]).transpose(0, 2, 1, 3)
-        ax.imshow(mosaic.reshape(side * tiles.shape[1], -1), cmap="gray", vmin=-1, vmax=1)
-
-    save_figure(panels, draw, os.path.join(args.output_dir, "ablations_digits.png"))
+        panels[run.method] = sample_images(run.output_dir, 64, run.seed)
+    save_figure(panels, draw_digits, os.path.join(args.output_dir, "ablations_digits.png"))
     return {
         "steps": steps("digits", args),
         "seeds": seeds("digits", args),
@@ -310,9 +269,7 @@ def save_figure(panels: dict, draw: Callable, path: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("--parts", nargs="+", choices=list(DEFAULT_STEPS), default=list(DEFAULT_STEPS))
     parser.add_argument("--techniques", nargs="+", choices=list(TECHNIQUES), default=list(TECHNIQUES))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help=f"Default: {DEFAULT_SEEDS}.")
@@ -349,11 +306,12 @@ def main(argv: list[str] | None = None) -> dict:
     for run, run_argv, result in zip(runs, argvs, run_all(argvs, args.jobs), strict=True):
         seconds = result["wall_seconds"]
         print(f"trained {run.part} {run.method.label} seed {run.seed} in {seconds:.0f} s", flush=True)
+        result.pop("config", None)  # the argv holds the settings
         trained.append((run, {"seed": run.seed, "argv": run_argv, **result}))
 
     report = {
         "command": shlex.join(
-            ["python", "benchmarks/ablations.py", *(sys.argv[1:] if argv is None else argv)]
+            ["python", "-m", "benchmarks.ablations", *(sys.argv[1:] if argv is None else argv)]
         ),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch thread(s)",
         "jobs": args.jobs,

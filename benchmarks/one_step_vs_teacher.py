@@ -17,8 +17,8 @@ also reported on its first 200 images (the equal-count table). `--ddpm_num_sampl
 the same count (about 45 minutes on one thread). Targets: one-step at least 500× faster than DDPM-1000, and
 an FD_digits no worse than DDIM-10's.
 
-    OMP_NUM_THREADS=1 python benchmarks/one_step_vs_teacher.py                      # ~9 min on one thread
-    OMP_NUM_THREADS=1 python benchmarks/one_step_vs_teacher.py --ddpm_num_samples 2000
+    OMP_NUM_THREADS=1 python -m benchmarks.one_step_vs_teacher                      # ~9 min on one thread
+    OMP_NUM_THREADS=1 python -m benchmarks.one_step_vs_teacher --ddpm_num_samples 2000
 
 Writes results.json and a figure of sample grids side by side to --output_dir.
 """
@@ -32,30 +32,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import torch
+from diffusers import DDIMScheduler, DDPMPipeline, DiffusionPipeline
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from diffusers import DDIMScheduler, DDPMPipeline, DiffusionPipeline  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from smart_hf import hub  # noqa: E402
-from smart_hf.data import DIGITS, load_image_dataset  # noqa: E402
-from smart_hf.evaluation import (  # noqa: E402
-    DigitsFeatureExtractor,
-    FeatureStatistics,
-    frechet_distance,
-    precision_recall,
+from benchmarks.common import (
+    argument_parser,
+    draw_digits,
+    markdown_table,
+    real_digits,
+    save_panels,
+    synchronize,
 )
-from smart_hf.evaluation.images import dataset_images  # noqa: E402
-from smart_hf.image_grid import image_grid  # noqa: E402
-from smart_hf.pipelines import SmartOneStepPipeline  # noqa: E402
+from smart_hf import hub
+from smart_hf.evaluation import DigitsFeatureExtractor, FeatureStatistics, frechet_distance, precision_recall
+from smart_hf.pipelines import SmartOneStepPipeline
 
 DEFAULT_MODEL = os.path.join("outputs", "demo", "pipeline")
 ONE_STEP = "SMaRt one-step"
 SPEED_UP_TARGET = 500
-GRID_IMAGES = 64
+QUALITY_HEADER = ["FD_digits", "precision", "recall"]
 
 
 @dataclass
@@ -69,9 +64,7 @@ class Method:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help="Exported pipeline or training output folder (`make demo`)."
     )
@@ -188,11 +181,6 @@ def build_methods(
     return methods
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def sample(
     method: Method, num_images: int, batch_size: int, seed: int, device: torch.device
 ) -> tuple[torch.Tensor, float]:
@@ -244,6 +232,10 @@ def device_description(device: torch.device) -> str:
     return f"CPU ({model}), {torch.get_num_threads()} torch thread(s), {os.cpu_count()} cores"
 
 
+def quality_cells(row: dict) -> list[str]:
+    return [f"{row['fd_digits']:.2f}", f"{row['precision']:.3f}", f"{row['recall']:.3f}"]
+
+
 def print_report(
     rows: list[dict], equal_rows: list[dict] | None, targets: dict, args: argparse.Namespace, machine: dict
 ) -> None:
@@ -252,32 +244,24 @@ def print_report(
         f"\n### {ONE_STEP} vs its teacher on the digits: {args.num_samples} images per method "
         f"({ddpm}: {args.ddpm_num_samples}), batch {args.batch_size}, {machine['device']}\n"
     )
-    print(
-        "| method | network evaluations per image | images | FD_digits | precision | recall | images/s "
-        f"| speed-up vs {ddpm} |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    table = []
     for row in rows:
         if row["num_images"] < args.num_samples:  # quality only in the equal-count table
-            images, scores = f"{row['num_images']} †", "— † | — † | — †"
+            images, scores = f"{row['num_images']} †", ["— †"] * 3
         else:
-            images = str(row["num_images"])
-            scores = f"{row['fd_digits']:.2f} | {row['precision']:.3f} | {row['recall']:.3f}"
-        speed = f"{row['images_per_second']:,.1f} | {row['speed_up']:,.1f}×"
-        print(f"| {row['method']} | {row['network_evaluations']} | {images} | {scores} | {speed} |")
+            images, scores = row["num_images"], quality_cells(row)
+        speed = [f"{row['images_per_second']:,.1f}", f"{row['speed_up']:,.1f}×"]
+        table.append([row["method"], row["network_evaluations"], images, *scores, *speed])
+    header = ["method", "network evaluations per image", "images", *QUALITY_HEADER, "images/s"]
+    print(markdown_table([*header, f"speed-up vs {ddpm}"], table))
     if equal_rows:
         count = args.ddpm_num_samples
         print(
             f"\n† {ddpm} drew {count} images only (its speed is measured on them). All methods on their "
             f"first {count} images (small counts bias FD upward and recall downward, alike for all):\n"
         )
-        print("| method | images | FD_digits | precision | recall |")
-        print("|---|---|---|---|---|")
-        for row in equal_rows:
-            print(
-                f"| {row['method']} | {row['num_images']} | {row['fd_digits']:.2f} | {row['precision']:.3f} "
-                f"| {row['recall']:.3f} |"
-            )
+        table = [[row["method"], row["num_images"], *quality_cells(row)] for row in equal_rows]
+        print(markdown_table(["method", "images", *QUALITY_HEADER], table))
     speed, fd = targets["speed_up"], targets["fd"]
     print(
         f"\nTarget 1, speed: {ONE_STEP} is {speed['value']:,.0f}× faster than {speed['reference']} "
@@ -288,16 +272,6 @@ def print_report(
         f"(target: no worse): {'met' if fd['met'] else 'NOT met'}."
     )
     print(f"\nMachine: {json.dumps(machine)}")
-
-
-def save_figure(grids: dict[str, torch.Tensor], path: str) -> None:
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6))
-    for ax, (name, images) in zip(axes, grids.items(), strict=True):
-        pixels = ((images[:GRID_IMAGES, 0] + 1) * 127.5).round().to(torch.uint8).numpy()
-        ax.imshow(image_grid([Image.fromarray(p) for p in pixels], num_columns=8), cmap="gray")
-        ax.set(title=name, xticks=[], yticks=[])
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -314,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         method.pipeline.set_progress_bar_config(disable=True)
     os.makedirs(args.output_dir, exist_ok=True)
 
-    real = torch.cat(list(dataset_images(load_image_dataset(DIGITS))))
+    real = real_digits()
     real_features = extractor.extract(real)
     reference = FeatureStatistics.from_features(real_features)
     machine = {
@@ -370,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"{row['method']}\nFD_digits {row['fd_digits']:.1f} ({row['num_images']} images)"
         for row in equal_rows or rows
     ]
-    save_figure({"real digits": real, **dict(zip(titles, samples.values(), strict=True))}, figure)
+    panels = {"real digits": real, **dict(zip(titles, samples.values(), strict=True))}
+    save_panels(panels, draw_digits, figure, (3.2, 3.6))
     results = {"args": vars(args), "machine": machine, "rows": rows, "equal_count_rows": equal_rows}
     results["targets"] = targets
     with open(os.path.join(args.output_dir, "results.json"), "w") as file:

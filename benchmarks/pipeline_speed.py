@@ -6,12 +6,11 @@ depend on what the weights learned, so no training is needed. Timings are the me
 one warm-up run. The load time is the median of `--repeats` loads of the export in this process (torch and
 diffusers already imported), and once in a fresh process, split into imports and load.
 
-    python benchmarks/pipeline_speed.py
-    python benchmarks/pipeline_speed.py --num_threads 1   # on a busy machine: avoids OpenMP contention
-    python benchmarks/pipeline_speed.py --device cuda --dtype float16
+    python -m benchmarks.pipeline_speed
+    python -m benchmarks.pipeline_speed --num_threads 1   # on a busy machine: avoids OpenMP contention
+    python -m benchmarks.pipeline_speed --device cuda --dtype float16
 """
 
-import argparse
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 
 import torch
 
+from benchmarks.common import argument_parser, synchronize
 from smart_hf.hub import export_pipeline
 from smart_hf.models import ResNetGenerator
 from smart_hf.pipelines import SmartOneStepPipeline
@@ -41,16 +41,13 @@ def median_seconds(pipe: SmartOneStepPipeline, repeats: int, device: str, **call
     for _ in range(repeats):
         start = time.perf_counter()
         pipe(**call_kwargs)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--output_types", nargs="+", default=["pt", "pil"], choices=["pt", "np", "pil"])

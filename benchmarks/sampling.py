@@ -18,9 +18,9 @@ better on a ladder this coarse); CAS at its default (sigma_L²·(1 − gamma²),
 eta = 1 (denoise fully, then re-noise). sigma_max defaults to about the largest distance between two data
 points (NCSNv2's technique 1): 10 for digits, 12 for grid25.
 
-    OMP_NUM_THREADS=1 python benchmarks/sampling.py --num_samples 500 --nfe 100 \
+    OMP_NUM_THREADS=1 python -m benchmarks.sampling --num_samples 500 --nfe 100 \
         --train_grid25_steps 3000 --adversarial_weights 1 0.1
-    OMP_NUM_THREADS=1 python benchmarks/sampling.py --parts digits --train_digits_steps 1500
+    OMP_NUM_THREADS=1 python -m benchmarks.sampling --parts digits --train_digits_steps 1500
 
 Samplers start from the same seed; sample grids of the digits runs go to --output_dir, all numbers to
 results.json there.
@@ -30,18 +30,23 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 import torch
 from diffusers import DDIMScheduler, DDPMPipeline
-from PIL import Image
 
-from smart_hf.data import load_image_dataset
+from benchmarks.common import (
+    REPO_ROOT,
+    SCORE_MODELS,
+    argument_parser,
+    digits_grid,
+    markdown_table,
+    real_digits,
+    run_training_script,
+)
 from smart_hf.evaluation import DigitsFeatureExtractor, FeatureStatistics, frechet_distance
-from smart_hf.image_grid import image_grid
 from smart_hf.models import MLPNoisePredictor
 from smart_hf.schedulers import (
     AnnealedLangevinScheduler,
@@ -51,9 +56,7 @@ from smart_hf.schedulers import (
 from smart_hf.scores import GaussianMixtureScore
 from smart_hf.toy2d import ToyDataset, load_toy_dataset, toy_metrics
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCORE_MODELS = os.path.join(REPO_ROOT, "src", "smart_hf", "assets", "score_models")
-TRAIN_SCRIPT = os.path.join(REPO_ROOT, "training", "train_score_model.py")
+SCORE_TRAIN_SCRIPT = os.path.join(REPO_ROOT, "training", "train_score_model.py")
 ALS_STEPS_PER_LEVEL = 5
 # The grid25 recipe of the DSM-only / hybrid comparison: a smaller MLP than the shipped grid25-mlp.
 GRID25_RECIPE = [
@@ -143,17 +146,12 @@ def to_images(samples: torch.Tensor) -> torch.Tensor:
     return ((samples.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
-def save_grid(images: torch.Tensor, path: str) -> None:
-    pixels = ((images[:64, 0] + 1) * 127.5).round().to(torch.uint8).numpy()
-    image_grid([Image.fromarray(p) for p in pixels]).save(path)
-
-
 def digits_benchmark(args: argparse.Namespace) -> list[dict]:
     models = {"shipped digits-unet (DSM)": os.path.join(SCORE_MODELS, "digits-unet")}
     if args.train_digits_steps:
         models.update(train_score_models(args, "digits", DIGITS_RECIPE, args.train_digits_steps, "unet"))
     extractor = DigitsFeatureExtractor()
-    real = torch.stack([item["images"] for item in load_image_dataset("digits")])
+    real = real_digits()
     reference = FeatureStatistics.from_features(extractor.extract(real))
 
     def fd(images: torch.Tensor) -> float:
@@ -188,7 +186,7 @@ def digits_benchmark(args: argparse.Namespace) -> list[dict]:
                 row = {"score": score_name, "sampler": label, "nfe": nfe + extra, "seconds": seconds}
                 rows.append({**row, "fd": fd(images)})
                 slug = re.sub(r"[^a-z0-9]+", "_", f"{score_name} {label}".lower()).strip("_")
-                save_grid(images, os.path.join(args.output_dir, f"digits_{slug}.png"))
+                digits_grid(images).save(os.path.join(args.output_dir, f"digits_{slug}.png"))
                 print(rows[-1], flush=True)
     return rows
 
@@ -206,11 +204,10 @@ def train_score_models(
     for name, (folder, flags) in runs.items():
         folder = os.path.join(args.output_dir, f"{folder}-{steps}")
         if not os.path.isdir(os.path.join(folder, model_folder)):
-            command = [sys.executable, TRAIN_SCRIPT, *recipe, *flags, "--output_dir", folder]
+            command = [SCORE_TRAIN_SCRIPT, *recipe, *flags, "--output_dir", folder]
             command += ["--max_train_steps", str(steps)]
-            print("Training:", " ".join(command), flush=True)
-            env = {**os.environ, "TQDM_DISABLE": "1"}
-            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print("Training:", " ".join([sys.executable, *command]), flush=True)
+            run_training_script(command)
         folders[f"{name}, {steps} steps"] = folder
     return folders
 
@@ -242,26 +239,26 @@ def grid25_benchmark(args: argparse.Namespace) -> list[dict]:
 def print_tables(digits_rows: list[dict], grid25_rows: list[dict], args: argparse.Namespace) -> None:
     if digits_rows:
         print(f"\n### digits-unet, {args.num_samples} samples, FD_digits (lower is better)\n")
-        print("| score | sampler | NFE | FD_digits |")
-        print("|---|---|---|---|")
-        for row in digits_rows:
-            print(f"| {row['score']} | {row['sampler']} | {row['nfe']} | {row['fd']:.2f} |")
+        table = [[row["score"], row["sampler"], row["nfe"], f"{row['fd']:.2f}"] for row in digits_rows]
+        print(markdown_table(["score", "sampler", "NFE", "FD_digits"], table))
     if grid25_rows:
         print(f"\n### grid25, {args.toy_samples} samples\n")
-        print("| score | sampler | NFE | modes | within 3 std % | sliced W1 |")
-        print("|---|---|---|---|---|---|")
-        for row in grid25_rows:
-            print(
-                f"| {row['score']} | {row['sampler']} | {row['nfe']} "
-                f"| {row['modes_covered']}/{row['num_modes']} | {row['high_quality_percent']:.1f} "
-                f"| {row['sliced_wasserstein']:.3f} |"
-            )
+        table = [
+            [
+                row["score"],
+                row["sampler"],
+                row["nfe"],
+                f"{row['modes_covered']}/{row['num_modes']}",
+                f"{row['high_quality_percent']:.1f}",
+                f"{row['sliced_wasserstein']:.3f}",
+            ]
+            for row in grid25_rows
+        ]
+        print(markdown_table(["score", "sampler", "NFE", "modes", "within 3 std %", "sliced W1"], table))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("--num_samples", type=int, default=500, help="Digits samples per sampler.")
     parser.add_argument("--toy_samples", type=int, default=2500, help="grid25 samples per sampler.")
     parser.add_argument("--nfe", type=int, default=100, help="Network evaluations per sample, before EDS.")

@@ -6,26 +6,21 @@ with its running statistics (how it samples, and how it trains after `--freeze_b
 statistics of each batch of `--batch_size` of those latents (how the discriminator and the score saw it while
 the statistics were not frozen).
 
-    python benchmarks/toy2d_batch_norm.py outputs/benchmarks/toy2d_before_freeze/{GAN,analytic_score}/{0,1,2}
+    python -m benchmarks.toy2d_batch_norm outputs/benchmarks/toy2d_before_freeze/{GAN,analytic_score}/{0,1,2}
 """
 
 import argparse
 import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from toy2d_trajectory import run_config  # noqa: E402
-
-from smart_hf.models.toy_mlp import ToyGenerator  # noqa: E402
-from smart_hf.toy2d import load_toy_dataset, toy_metrics  # noqa: E402
+from benchmarks.common import argument_parser, eval_latents, markdown_table, read_metrics
+from smart_hf.models.toy_mlp import ToyGenerator
+from smart_hf.toy2d import load_toy_dataset, toy_metrics
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("run_dirs", nargs="+", help="Output folders of finished train_smart_gan.py toy runs.")
     parser.add_argument(
         "--batch_size", type=int, default=256, help="Batch size for the batch statistics (the preset's)."
@@ -35,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_run(run_dir: str) -> tuple[ToyGenerator, dict]:
     """The final generator of a finished toy run and the training flags saved in its metrics.json."""
-    config = run_config(run_dir)
+    config = read_metrics(run_dir)["config"]
     generator = ToyGenerator.from_pretrained(os.path.join(run_dir, "generator"))
     if not any(isinstance(module, torch.nn.BatchNorm1d) for module in generator.modules()):
         raise ValueError(
@@ -49,11 +44,7 @@ def batch_norm_metrics(run_dir: str, batch_size: int) -> dict[str, dict[str, flo
     """Toy metrics of the run's final generator with its running statistics and with per-batch statistics."""
     generator, config = load_run(run_dir)
     dataset = load_toy_dataset(config["dataset_name"])
-    latents = torch.randn(
-        config["num_eval_samples"],
-        config["latent_dim"],
-        generator=torch.Generator().manual_seed(config["seed"]),
-    )
+    latents = eval_latents(config)
     running = generator.eval()(latents)
     per_batch = torch.cat([generator.train()(batch) for batch in latents.split(batch_size)])
     return {
@@ -65,12 +56,13 @@ def batch_norm_metrics(run_dir: str, batch_size: int) -> dict[str, dict[str, flo
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     args = parse_args(argv)
     results = {run_dir: batch_norm_metrics(run_dir, args.batch_size) for run_dir in args.run_dirs}
+    header = ["run", "running statistics (how it samples)", f"statistics of each batch of {args.batch_size}"]
+    table = [
+        [run_dir, *(f"{m['modes_covered']} / {m['high_quality_percent']:.1f}" for m in metrics.values())]
+        for run_dir, metrics in results.items()
+    ]
     print("modes covered / high-quality % of each final generator\n")
-    print(f"| run | running statistics (how it samples) | statistics of each batch of {args.batch_size} |")
-    print("|---|---|---|")
-    for run_dir, metrics in results.items():
-        cells = [f"{m['modes_covered']} / {m['high_quality_percent']:.1f}" for m in metrics.values()]
-        print(f"| {run_dir} | " + " | ".join(cells) + " |")
+    print(markdown_table(header, table))
     return results
 
 

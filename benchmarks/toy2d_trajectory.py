@@ -5,16 +5,16 @@ e.g. how many modes the GAN holds when SMaRt's lambda starts to rise. Each check
 copy when the run used one) is scored like the final one: the run's `--num_eval_samples` latents drawn from
 its seed, the metrics of `smart_hf.toy2d.toy_metrics`.
 
-    python benchmarks/toy2d_trajectory.py outputs/benchmarks/toy2d/{GAN,analytic_score}/2
+    python -m benchmarks.toy2d_trajectory outputs/benchmarks/toy2d/{GAN,analytic_score}/2
 """
 
 import argparse
-import json
 import os
 import re
 
 import torch
 
+from benchmarks.common import argument_parser, eval_latents, markdown_table, read_metrics
 from smart_hf.models.toy_mlp import ToyGenerator
 from smart_hf.toy2d import load_toy_dataset, toy_metrics
 
@@ -22,22 +22,9 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("run_dirs", nargs="+", help="Output folders of finished train_smart_gan.py toy runs.")
     return parser.parse_args(argv)
-
-
-def run_config(run_dir: str) -> dict:
-    """The training flags a finished toy run saved in its metrics.json."""
-    path = os.path.join(run_dir, "metrics.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: pass the output folder of a finished toy run of training/train_smart_gan.py."
-        )
-    with open(path) as f:
-        return json.load(f)["config"]
 
 
 def checkpoint_steps(run_dir: str) -> list[int]:
@@ -51,10 +38,9 @@ def checkpoint_steps(run_dir: str) -> list[int]:
 
 def trajectory(run_dir: str) -> dict[int, dict[str, float]]:
     """{step: toy metrics} for every checkpoint of one run."""
-    config = run_config(run_dir)
+    config = read_metrics(run_dir)["config"]
     dataset = load_toy_dataset(config["dataset_name"])
-    seeded = torch.Generator().manual_seed(config["seed"])
-    latents = torch.randn(config["num_eval_samples"], config["latent_dim"], generator=seeded)
+    latents = eval_latents(config)
     folder = "generator_ema" if config.get("use_ema") else "generator"
     metrics = {}
     for step in checkpoint_steps(run_dir):
@@ -68,9 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[int, dict[str, float]]
     args = parse_args(argv)
     results = {run_dir: trajectory(run_dir) for run_dir in args.run_dirs}
     steps = sorted({step for metrics in results.values() for step in metrics})
-    print("modes covered / high-quality % at each checkpoint\n")
-    print("| run | " + " | ".join(f"step {step}" for step in steps) + " |")
-    print("|---|" + "---|" * len(steps))
+    table = []
     for run_dir, metrics in results.items():
         cells = [
             f"{metrics[step]['modes_covered']} / {metrics[step]['high_quality_percent']:.1f}"
@@ -78,7 +62,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[int, dict[str, float]]
             else "—"
             for step in steps
         ]
-        print(f"| {run_dir} | " + " | ".join(cells) + " |")
+        table.append([run_dir, *cells])
+    print("modes covered / high-quality % at each checkpoint\n")
+    print(markdown_table(["run", *(f"step {step}" for step in steps)], table))
     return results
 
 

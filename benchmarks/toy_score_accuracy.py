@@ -10,8 +10,8 @@ distance from x to its nearest mode:
 - wrong mode %: the model's x0_hat lies nearest another mode than the exact x0_hat does;
 - pull ratio: median of |x0_hat_model − x| / |x0_hat_exact − x| (1 = as far as the exact score pulls).
 
-    python benchmarks/toy_score_accuracy.py                       # the shipped grid25-mlp
-    python benchmarks/toy_score_accuracy.py --score outputs/my-grid25-score --timesteps 30 100
+    python -m benchmarks.toy_score_accuracy                       # the shipped grid25-mlp
+    python -m benchmarks.toy_score_accuracy --score outputs/my-grid25-score --timesteps 30 100
 """
 
 import argparse
@@ -20,17 +20,15 @@ import os
 
 import torch
 
+from benchmarks.common import SCORE_MODELS, argument_parser, markdown_table
 from smart_hf.scores import ScoreFunction, load_score_model
 from smart_hf.toy2d import TOY_DATASETS, load_toy_dataset
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_SCORE = os.path.join(REPO_ROOT, "src", "smart_hf", "assets", "score_models", "grid25-mlp")
+DEFAULT_SCORE = os.path.join(SCORE_MODELS, "grid25-mlp")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("--score", default=DEFAULT_SCORE, help="A toy score model folder, or 'analytic'.")
     parser.add_argument("--dataset_name", default="grid25", choices=sorted(TOY_DATASETS))
     parser.add_argument("--timesteps", type=int, nargs="+", default=[30, 100, 200])
@@ -104,13 +102,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     name = args.score if args.score == "analytic" else os.path.relpath(args.score)
     print(f"\n{name} against the exact score of {args.dataset_name} ({args.num_points:,} points)\n")
-    print("| t | distance to nearest mode | points | wrong mode % | pull ratio (median) |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print(
-            f"| {row['timestep']} | {row['band']} | {row['points']:,} | {row['wrong_mode_percent']:.1f} | "
-            f"{row['pull_ratio']:.2f} |"
-        )
+    header = ["t", "distance to nearest mode", "points", "wrong mode %", "pull ratio (median)"]
+    table = [
+        [
+            row["timestep"],
+            row["band"],
+            f"{row['points']:,}",
+            f"{row['wrong_mode_percent']:.1f}",
+            f"{row['pull_ratio']:.2f}",
+        ]
+        for row in rows
+    ]
+    print(markdown_table(header, table))
     return rows
 
 

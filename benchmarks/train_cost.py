@@ -2,17 +2,17 @@
 GAN + SMaRt in its `full` (backward through the score model, the paper's form) and `sds` (no score-model
 Jacobian) forms, applied every step (interval 1) or lazily (interval 8), as ratios to the plain GAN.
 
-Every variant is a real run of training/train_smart_gan.py (its `main`, in this process) from the same preset,
-differing only in the SMaRt flags. The variants take turns for --rounds rounds of --steps generator steps, so
-a busy spell of a shared machine slows all of them alike; a ratio is the median over rounds of the variant's
-seconds per iteration divided by the plain GAN's in the same round. --steps should be a multiple of 8, so
-that interval 8 applies SMaRt on exactly 1 step in 8.
+Every variant is a real training run, in this process, of the GAN training of training/train_smart_gan.py
+(`smart_hf.training.gan.train_gan`), from the same preset, differing only in the SMaRt flags. The variants
+take turns for --rounds rounds of --steps generator steps, so a busy spell of a shared machine slows all of
+them alike; a ratio is the median over rounds of the variant's seconds per iteration divided by the plain
+GAN's in the same round. --steps should be a multiple of 8, so that interval 8 applies SMaRt on exactly 1 step
+in 8.
 
-    python benchmarks/train_cost.py                    # digits preset, 3 rounds of 64 steps
-    OMP_NUM_THREADS=1 python benchmarks/train_cost.py --config training/configs/digits.yaml --rounds 5
+    python -m benchmarks.train_cost                    # digits preset, 3 rounds of 64 steps
+    OMP_NUM_THREADS=1 python -m benchmarks.train_cost --config training/configs/digits.yaml --rounds 5
 """
 
-import argparse
 import os
 import platform
 import shlex
@@ -22,9 +22,7 @@ import tempfile
 
 import torch
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO_ROOT, "training"))
-import train_smart_gan  # noqa: E402
+from benchmarks.common import CONFIGS, REPO_ROOT, argument_parser, markdown_table, train_in_process
 
 VARIANTS = {
     "plain GAN": "--smart_weight 0",
@@ -50,20 +48,20 @@ def seconds_per_step(config: str, flags: str, steps: int, output_dir: str) -> fl
     argv += (
         "--checkpointing_steps 0 --save_images_steps 0 --num_eval_samples 64 --num_sample_images 4".split()
     )
-    return train_smart_gan.main(train_smart_gan.parse_args(argv))["seconds_per_step"]
+    return train_in_process(argv)["seconds_per_step"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", default=os.path.join(REPO_ROOT, "training", "configs", "digits.yaml"))
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
+    """Times every variant for --rounds rounds and prints the table; returns the seconds per iteration of
+    each variant's runs."""
+    parser = argument_parser(__doc__)
+    parser.add_argument("--config", default=os.path.join(CONFIGS, "digits.yaml"))
     parser.add_argument("--steps", type=int, default=64, help="Generator steps per run (a multiple of 8).")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--extra_args", default="", help="Flags passed to every run, e.g. '--train_batch_size 128'."
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     timings: dict[str, list[float]] = {name: [] for name in VARIANTS}
     load_before = os.getloadavg()
@@ -91,18 +89,20 @@ def main() -> None:
         f"\n{setup}; {machine} with {torch.get_num_threads()} threads; load average {load_before[0]:.1f} "
         f"before, {load_after[0]:.1f} after\n"
     )
-    print("| variant | s / iteration (median) | × plain GAN (median) | × plain GAN per round |")
-    print("|---|---|---|---|")
+    table = []
     for name, seconds in timings.items():
         ratios = [value / base for value, base in zip(seconds, plain, strict=True)]
-        print(
-            f"| {name} | {statistics.median(seconds):.4f} | {statistics.median(ratios):.2f} "
-            f"| {', '.join(f'{ratio:.2f}' for ratio in ratios)} |"
+        per_round = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+        table.append(
+            [name, f"{statistics.median(seconds):.4f}", f"{statistics.median(ratios):.2f}", per_round]
         )
+    header = ["variant", "s / iteration (median)", "× plain GAN (median)", "× plain GAN per round"]
+    print(markdown_table(header, table))
     name, limit = TARGET
     ratio = statistics.median(value / base for value, base in zip(timings[name], plain, strict=True))
     verdict = "met" if ratio <= limit else "NOT met"
     print(f"\nTarget: {name} ≤ {limit:.2f}× the plain GAN: {verdict} ({ratio:.2f}×).")
+    return timings
 
 
 if __name__ == "__main__":

@@ -1,14 +1,8 @@
-"""Tiny score models, image folders, flags and script loading shared by the training and benchmark tests."""
-
-import importlib.util
-import os
-from types import ModuleType
+"""Tiny score models, image folders and flags shared by the training and benchmark tests."""
 
 import numpy as np
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from PIL import Image
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # About a second per run: 8×8 images, 8 base channels, batches of 4.
 TINY_GAN = (
@@ -44,11 +38,3 @@ def save_image_folder(root, images_per_class: int = 3, classes: tuple[str, ...] 
             pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
             Image.fromarray(pixels).save(root / name / f"{index}.png")
     return str(root)
-
-
-def load_benchmark(name: str) -> ModuleType:
-    """The script benchmarks/<name>.py as a module (benchmarks are scripts, not an importable package)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -1,10 +1,11 @@
-"""benchmarks/ablations.py on tiny settings: every technique alone and with SMaRt, on both parts."""
+"""benchmarks.ablations on tiny settings: every technique alone and with SMaRt, on both parts."""
 
 import json
-import sys
 
 import pytest
-from tests.helpers import load_benchmark, save_tiny_score
+
+from benchmarks import ablations
+from tests.helpers import save_tiny_score
 
 TINY_TOY = "--hidden_dim 16 --train_batch_size 32 --num_eval_samples 200"
 TINY_DIGITS = (
@@ -12,14 +13,6 @@ TINY_DIGITS = (
 )
 TOY_METHODS = ["GAN", "Diffusion-GAN", "NICE", "NATS", "TTUR"]
 DIGITS_METHODS = ["GAN", "Diffusion-GAN", "NICE", "MaskedGAN (both)", "NATS", "TTUR"]
-
-
-@pytest.fixture(scope="module")
-def ablations():
-    module = load_benchmark("ablations")
-    sys.modules["ablations"] = module  # --jobs > 1 sends its functions to workers by name
-    yield module
-    del sys.modules["ablations"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,7 +26,7 @@ def run_settings(output_dir, method, seed):
     return json.loads((output_dir / method / str(seed) / "metrics.json").read_text())["config"]
 
 
-def test_grid25_every_technique_alone_and_with_smart(ablations, tmp_path, capsys):
+def test_grid25_every_technique_alone_and_with_smart(tmp_path, capsys):
     argv = ["--parts", "grid25", "--steps", "4", "--seeds", "0", "1", "--extra_args", TINY_TOY]
     report = ablations.main([*argv, "--output_dir", str(tmp_path)])
     output = capsys.readouterr().out
@@ -73,7 +66,7 @@ def test_grid25_every_technique_alone_and_with_smart(ablations, tmp_path, capsys
     )
 
 
-def test_digits_small_data_every_technique_alone_and_with_smart(ablations, tmp_path, capsys):
+def test_digits_small_data_every_technique_alone_and_with_smart(tmp_path, capsys):
     score = save_tiny_score(tmp_path / "score")
     argv = ["--parts", "digits", "--steps", "3", "--digits_train_samples", "70", "--num_samples", "70"]
     argv += ["--extra_args", f"--score {score} {TINY_DIGITS}", "--output_dir", str(tmp_path / "out")]
@@ -100,7 +93,7 @@ def test_digits_small_data_every_technique_alone_and_with_smart(ablations, tmp_p
     assert (tmp_path / "out" / "ablations_digits.png").stat().st_size > 0
 
 
-def test_parallel_runs_match_runs_in_turn(ablations, tmp_path):
+def test_parallel_runs_match_runs_in_turn(tmp_path):
     """--jobs 2 trains in forked one-thread workers; the results equal those of runs in this process."""
     argv = [
         "--parts",
@@ -125,7 +118,7 @@ def test_parallel_runs_match_runs_in_turn(ablations, tmp_path):
 @pytest.mark.parametrize(
     "argv", [["--jobs", "0"], ["--steps", "0"], ["--digits_train_samples", "0"], ["--parts", "cifar10"]]
 )
-def test_bad_arguments(ablations, argv, capsys):
+def test_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit):
         ablations.parse_args(argv)
     assert "error" in capsys.readouterr().err

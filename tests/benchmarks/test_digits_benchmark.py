@@ -1,10 +1,12 @@
-"""benchmarks/digits.py on tiny settings: trains both methods, judges them over several draws, reuses runs."""
+"""benchmarks.digits on tiny settings: trains both methods, judges them over several draws, reuses runs."""
 
 import json
 import shutil
 
 import pytest
-from tests.helpers import load_benchmark, save_tiny_score
+
+from benchmarks import digits as digits_benchmark
+from tests.helpers import save_tiny_score
 
 TINY = (
     "--g_base_channels 8 --d_base_channels 8 --train_batch_size 8 --max_train_steps 2 --num_eval_samples 8 "
@@ -15,12 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def digits_benchmark():
-    return load_benchmark("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(digits_benchmark, tmp_path_factory):
+def trained(tmp_path_factory):
     """One tiny benchmark run (seed 0, two draws of 80 images per run) and its printed output."""
     root = tmp_path_factory.mktemp("digits_benchmark")
     extra = f"{TINY} --score {save_tiny_score(root / 'score')}"
@@ -46,37 +43,37 @@ def test_trains_both_methods_from_the_preset_and_judges_each_draw(trained, capsy
     assert (output_dir / "digits_samples.png").stat().st_size > 0
 
 
-def test_reuse_judges_the_finished_runs_without_training(digits_benchmark, trained, monkeypatch, capsys):
+def test_reuse_judges_the_finished_runs_without_training(trained, monkeypatch, capsys):
     output_dir, argv, rows = trained
 
-    def no_training(*args):
+    def no_training(*args, **kwargs):
         raise AssertionError("--reuse trained a finished run again")
 
-    monkeypatch.setattr(digits_benchmark, "run_training", no_training)
+    monkeypatch.setattr(digits_benchmark, "train_in_subprocess", no_training)
     again = digits_benchmark.main([*argv, "--output_dir", str(output_dir), "--reuse"])
     assert [run["fd"] for run in again["GAN + SMaRt"]] == [run["fd"] for run in rows["GAN + SMaRt"]]
     output = capsys.readouterr().out
     assert "| FD spread between draws (std) |" in output and "80 samples per FD (2 draw(s) per run)" in output
 
 
-def test_reuse_refuses_a_folder_of_another_seed(digits_benchmark, trained, tmp_path, monkeypatch):
+def test_reuse_refuses_a_folder_of_another_seed(trained, tmp_path, monkeypatch):
     output_dir, argv, _ = trained
     shutil.copytree(output_dir / "GAN" / "0", tmp_path / "GAN" / "1")
-    monkeypatch.setattr(digits_benchmark, "run_training", lambda *args: None)
+    monkeypatch.setattr(digits_benchmark, "train_in_subprocess", lambda *args, **kwargs: None)
     argv = [*argv[2:], "--seeds", "1", "--reuse", "--output_dir", str(tmp_path)]
     with pytest.raises(ValueError, match="holds a run with seed 0 and lambda 0.0, not seed 1 and lambda 0.0"):
         digits_benchmark.main(argv)
 
 
 @pytest.mark.parametrize("argv", [["--redraws", "0"], ["--num_samples", "1"]])
-def test_bad_arguments(digits_benchmark, argv, capsys):
+def test_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit):
         digits_benchmark.main(argv)
     assert "--redraws must be >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra", ["--smart_weight 1", "--max_train_steps 2 --smart_weight=1"])
-def test_a_lambda_in_extra_args_is_refused_for_it_would_reach_the_plain_gan(digits_benchmark, extra, capsys):
+def test_a_lambda_in_extra_args_is_refused_for_it_would_reach_the_plain_gan(extra, capsys):
     with pytest.raises(SystemExit):
         digits_benchmark.main(["--extra_args", extra])
     assert "use --smart_weights" in capsys.readouterr().err

@@ -1,22 +1,18 @@
-"""benchmarks/one_step_vs_teacher.py on tiny settings: an untrained generator vs a random tiny teacher."""
+"""benchmarks.one_step_vs_teacher on tiny settings: an untrained generator vs a random tiny teacher."""
 
 import json
 
 import pytest
 import torch
-from tests.helpers import load_benchmark, save_tiny_score
 
+from benchmarks import one_step_vs_teacher as benchmark
 from smart_hf import hub
 from smart_hf.models import DCGANGenerator
+from tests.helpers import save_tiny_score
 
 TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}
 # 100 images, 70 from DDPM (above the 64 feature dimensions), batches of 10, DDPM at 3 steps, DDIM at 4 and 2.
 FAST = "--num_samples 100 --ddpm_num_samples 70 --batch_size 10 --ddpm_steps 3 --ddim_steps 4 2".split()
-
-
-@pytest.fixture(scope="module")
-def benchmark():
-    return load_benchmark("one_step_vs_teacher")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +29,7 @@ def export(tmp_path_factory, teacher):
     return str(folder)
 
 
-def test_benchmark_runs(benchmark, export, tmp_path, capsys):
+def test_benchmark_runs(export, tmp_path, capsys):
     results = benchmark.main(["--model", export, *FAST, "--output_dir", str(tmp_path)])
     output = capsys.readouterr().out
     methods = ["SMaRt one-step", "DDPM-3", "DDIM-4", "DDIM-2"]
@@ -56,7 +52,7 @@ def test_benchmark_runs(benchmark, export, tmp_path, capsys):
     assert saved["targets"] == json.loads(json.dumps(targets))
 
 
-def test_teacher_recorded_by_a_training_run(benchmark, teacher, tmp_path):
+def test_teacher_recorded_by_a_training_run(teacher, tmp_path):
     """A training output folder records its teacher in metrics.json; --teacher overrides any record."""
     (tmp_path / "metrics.json").write_text(json.dumps({"config": {"score": teacher}}))
     assert benchmark.recorded_teacher(str(tmp_path)) == teacher
@@ -69,7 +65,7 @@ def test_teacher_recorded_by_a_training_run(benchmark, teacher, tmp_path):
         benchmark.load_teacher(str(tmp_path), None)
 
 
-def test_bad_input(benchmark, export, tmp_path, monkeypatch):
+def test_bad_input(export, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no outputs/demo/pipeline here
     with pytest.raises(FileNotFoundError, match="run `make demo` first"):
         benchmark.parse_args([])

@@ -1,16 +1,13 @@
-"""benchmarks/toy2d_batch_norm.py: a toy generator scored with its running and with per-batch statistics."""
+"""benchmarks.toy2d_batch_norm: a toy generator scored with its running and with per-batch statistics."""
 
 import json
 
 import pytest
-from tests.helpers import load_benchmark
 
+from benchmarks import toy2d, toy2d_batch_norm
 from smart_hf.models.toy_mlp import ToyGenerator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-toy2d = load_benchmark("toy2d")
-toy2d_batch_norm = load_benchmark("toy2d_batch_norm")
 
 TINY_RUN = "--max_train_steps 6 --hidden_dim 16 --num_layers 1"
 

@@ -1,13 +1,12 @@
-"""benchmarks/toy2d.py on a tiny budget: every method trains from the preset and keeps its defining flags."""
+"""benchmarks.toy2d on a tiny budget: every method trains from the preset and keeps its defining flags."""
 
 import json
 
 import pytest
-from tests.helpers import load_benchmark
+
+from benchmarks import toy2d
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-toy2d = load_benchmark("toy2d")
 
 
 def test_methods_keep_their_own_lambda_and_score_whatever_the_extra_args(tmp_path):

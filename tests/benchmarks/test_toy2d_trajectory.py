@@ -1,14 +1,12 @@
-"""benchmarks/toy2d_trajectory.py: every checkpoint of a finished toy run scored like the final generator."""
+"""benchmarks.toy2d_trajectory: every checkpoint of a finished toy run scored like the final generator."""
 
 import json
 
 import pytest
-from tests.helpers import load_benchmark
+
+from benchmarks import toy2d, toy2d_trajectory
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-toy2d = load_benchmark("toy2d")
-toy2d_trajectory = load_benchmark("toy2d_trajectory")
 
 
 def test_last_checkpoint_scores_as_the_final_generator(tmp_path, capsys):

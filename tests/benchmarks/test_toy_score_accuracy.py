@@ -1,7 +1,9 @@
-import pytest
-from tests.helpers import load_benchmark, save_tiny_score
+"""benchmarks.toy_score_accuracy: where a learned toy score pulls like the exact one."""
 
-accuracy = load_benchmark("toy_score_accuracy")
+import pytest
+
+from benchmarks import toy_score_accuracy as accuracy
+from tests.helpers import save_tiny_score
 
 
 def test_the_exact_score_agrees_with_itself_in_every_band():
