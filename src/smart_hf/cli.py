@@ -8,7 +8,12 @@
 
 Each subcommand is a `Command` in `COMMANDS`: a name, a one-line help, a function that adds its arguments and
 a function that runs it. Adding a subcommand means adding one entry.
+
+Building the parser imports neither torch nor diffusers (`smart-hf --help` answers at once): each `run`
+imports what it needs.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
@@ -17,21 +22,19 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DiffusionPipeline
+from smart_hf.evaluation import options as evaluate_options
 
-from smart_hf import hub
-from smart_hf.pipelines import AnnealedSamplingPipeline
-from smart_hf.evaluation import runner
-from smart_hf.image_grid import image_grid
-from smart_hf.pipelines import SmartOneStepPipeline
-from smart_hf.schedulers import AnnealedLangevinScheduler, ConsistentAnnealedSamplingScheduler
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+    from smart_hf.pipelines import SmartOneStepPipeline
 
 SAMPLERS = ("ddpm", "ddim", "cas", "als")
-ANNEALED_SCHEDULERS = {"cas": ConsistentAnnealedSamplingScheduler, "als": AnnealedLangevinScheduler}
 DEFAULT_INFERENCE_STEPS = {"ddpm": 1000, "ddim": 50, "cas": 100, "als": 100}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("bfloat16", "float16", "float32")
+DEVICE_HELP = "cpu, cuda, ... (default: cuda when available, else cpu)."
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,9 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
         default=64,
         help="Images per forward pass (default: 64). Images depend on the seed and on the batch size.",
     )
+    parser.add_argument("--device", help=DEVICE_HELP)
     parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="cpu, cuda, ... (default: %(default)s).",
-    )
-    parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), default="float32", help="Compute dtype (default: float32)."
+        "--dtype", choices=DTYPES, default="float32", help="Compute dtype (default: float32)."
     )
     sampling = parser.add_argument_group(
         "multi-step sampling of a score model",
@@ -126,8 +125,20 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _device(args: argparse.Namespace) -> str:
+    import torch
+
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _load_score_sampler(args: argparse.Namespace) -> DiffusionPipeline:
     """The score model `args.model` with the multi-step sampler `args.sampler`."""
+    import torch
+    from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DiffusionPipeline
+
+    from smart_hf.pipelines import AnnealedSamplingPipeline
+    from smart_hf.schedulers import AnnealedLangevinScheduler, ConsistentAnnealedSamplingScheduler
+
     path = Path(args.model)
     if not path.exists() and args.model.count("/") != 1:
         raise ValueError(f"{args.model!r} is neither a folder nor a Hub id like 'user/model'.")
@@ -139,12 +150,13 @@ def _load_score_sampler(args: argparse.Namespace) -> DiffusionPipeline:
                 f"--sampler samples a diffusion score model saved as a DDPMPipeline (a {index.name} naming a "
                 f"unet and a scheduler); {args.model} is not one. One-step generators need no --sampler."
             )
-    teacher = DDPMPipeline.from_pretrained(args.model, torch_dtype=DTYPES[args.dtype])
+    teacher = DDPMPipeline.from_pretrained(args.model, torch_dtype=getattr(torch, args.dtype))
     if args.sampler == "ddpm":
         return teacher
     if args.sampler == "ddim":
         return DDIMPipeline(unet=teacher.unet, scheduler=DDIMScheduler.from_config(teacher.scheduler.config))
-    scheduler = ANNEALED_SCHEDULERS[args.sampler].from_config(
+    schedulers = {"cas": ConsistentAnnealedSamplingScheduler, "als": AnnealedLangevinScheduler}
+    scheduler = schedulers[args.sampler].from_config(
         teacher.scheduler.config, sigma_max=args.sigma_max, use_eds=args.eds
     )
     return AnnealedSamplingPipeline(unet=teacher.unet, scheduler=scheduler)
@@ -176,7 +188,14 @@ def _check_sampling_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--num-inference-steps must be >= 1, got {args.num_inference_steps}.")
 
 
-def _load_pipeline(model: str, torch_dtype: torch.dtype) -> SmartOneStepPipeline:
+def _load_pipeline(model: str, dtype: str) -> SmartOneStepPipeline:
+    import torch
+    from diffusers import DDPMPipeline, DiffusionPipeline
+
+    from smart_hf import hub
+    from smart_hf.pipelines import SmartOneStepPipeline
+
+    torch_dtype = getattr(torch, dtype)
     path = Path(model)
     if path.is_dir() and not (path / SmartOneStepPipeline.config_name).is_file():
         return SmartOneStepPipeline(gan=hub.load_generator(path, torch_dtype=torch_dtype))
@@ -191,11 +210,15 @@ def _load_pipeline(model: str, torch_dtype: torch.dtype) -> SmartOneStepPipeline
 
 
 def run_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from smart_hf.image_grid import image_grid
+
     if args.num_images < 1 or args.batch_size < 1:
         raise ValueError("--num-images and --batch-size must be >= 1.")
     _check_sampling_arguments(args)
     if args.sampler is None:
-        pipeline = _load_pipeline(args.model, DTYPES[args.dtype])
+        pipeline = _load_pipeline(args.model, args.dtype)
         call_arguments = {
             "class_labels": args.class_label,
             "truncation": args.truncation,
@@ -206,7 +229,7 @@ def run_generate(args: argparse.Namespace) -> None:
         pipeline = _load_score_sampler(args)
         steps = args.num_inference_steps or DEFAULT_INFERENCE_STEPS[args.sampler]
         call_arguments = {"num_inference_steps": steps}
-    pipeline = pipeline.to(args.device)
+    pipeline = pipeline.to(_device(args))
     generator = torch.Generator().manual_seed(args.seed)
     images = []
     for start in range(0, args.num_images, args.batch_size):
@@ -247,6 +270,8 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    from smart_hf import hub
+
     generator = hub.load_generator(args.source, subfolder=args.subfolder)
     metrics_path = Path(args.metrics) if args.metrics else Path(args.source) / "metrics.json"
     results = json.loads(metrics_path.read_text()) if metrics_path.is_file() or args.metrics else {}
@@ -281,6 +306,8 @@ def _push_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_push(args: argparse.Namespace) -> None:
+    from smart_hf import hub
+
     url = hub.push_to_hub(
         args.folder, args.repo_id, private=args.private, token=args.token, commit_message=args.commit_message
     )
@@ -302,19 +329,19 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metric",
         required=True,
-        choices=runner.METRICS,
+        choices=evaluate_options.METRICS,
         help="fd_digits: Fréchet distance in the digits classifier's features; fd_dinov2: in DINOv2's; fid: "
         "in Inception-v3's (needs pytorch-fid); pr: precision and recall (k-NN manifolds) in --features.",
     )
     parser.add_argument(
         "--features",
-        choices=runner.FEATURE_SPACES,
+        choices=evaluate_options.FEATURE_SPACES,
         help="Feature space of pr (default: digits for the digits reference).",
     )
     parser.add_argument(
         "--num-samples",
         type=int,
-        help=f"Generated images (default: {runner.DEFAULT_NUM_SAMPLES} for a Fréchet distance, the "
+        help=f"Generated images (default: {evaluate_options.DEFAULT_NUM_SAMPLES} for a Fréchet distance, the "
         "reference's size for pr; every image of a folder).",
     )
     parser.add_argument(
@@ -326,7 +353,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--k",
         type=int,
-        default=runner.DEFAULT_K,
+        default=evaluate_options.DEFAULT_K,
         help="Neighbour defining the pr manifolds (default: %(default)s).",
     )
     parser.add_argument(
@@ -336,7 +363,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dinov2-model",
-        default=runner.DEFAULT_DINOV2_MODEL,
+        default=evaluate_options.DEFAULT_DINOV2_MODEL,
         help="DINOv2 Hub id or local folder (default: %(default)s).",
     )
     parser.add_argument(
@@ -347,11 +374,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=64, help="Images per batch (default: 64).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the generated images (default: 0).")
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="cpu, cuda, ... (default: %(default)s).",
-    )
+    parser.add_argument("--device", help=DEVICE_HELP)
     parser.add_argument("--output", help="Also write the results to this JSON file.")
 
 
@@ -364,9 +387,12 @@ def _is_image_folder(path: Path) -> bool:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    from smart_hf.evaluation import runner
+
+    device = _device(args)
     samples = args.samples
     if not _is_image_folder(Path(samples)):
-        samples = _load_pipeline(samples, torch.float32).to(args.device)
+        samples = _load_pipeline(samples, "float32").to(device)
     results = runner.evaluate_images(
         samples,
         args.reference,
@@ -378,7 +404,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         k=args.k,
         batch_size=args.batch_size,
         seed=args.seed,
-        device=args.device,
+        device=device,
         dinov2_model=args.dinov2_model,
         inception_weights=args.inception_weights,
     )

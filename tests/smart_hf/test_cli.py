@@ -1,6 +1,8 @@
 """The `smart-hf` command line: help, generate, export and push (patched, offline)."""
 
 import json
+import subprocess
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -45,6 +47,16 @@ def test_help_lists_subcommands(capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert all(name in help_text for name in ("generate", "export", "push"))
+
+
+def test_building_the_parser_imports_no_heavy_library():
+    """`smart-hf --help` answers at once: torch, diffusers and gradio load only when a command runs."""
+    script = (
+        "import sys, smart_hf.cli; smart_hf.cli.build_parser(); "
+        "print(sorted({'torch', 'diffusers', 'gradio'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -15,34 +15,27 @@ unless the features are Inception's. `metrics/` holds the same metrics as `evalu
 `smart-hf evaluate` runs them from the command line (`runner`).
 """
 
-from smart_hf.evaluation.digits_classifier import DigitsClassifier, load_digits_classifier
-from smart_hf.evaluation.features import (
-    DigitsFeatureExtractor,
-    Dinov2FeatureExtractor,
-    FeatureExtractor,
-    InceptionFeatureExtractor,
-    compute_features,
-    compute_statistics,
-)
-from smart_hf.evaluation.frechet import FeatureStatistics, frechet_distance, frechet_distance_from_moments
-from smart_hf.evaluation.metrics import metric_path
-from smart_hf.evaluation.precision_recall import precision_recall
-from smart_hf.toy2d import sliced_wasserstein, toy_metrics
+from smart_hf._lazy import export_lazily
 
-__all__ = [
-    "DigitsClassifier",
-    "DigitsFeatureExtractor",
-    "Dinov2FeatureExtractor",
-    "FeatureExtractor",
-    "FeatureStatistics",
-    "InceptionFeatureExtractor",
-    "compute_features",
-    "compute_statistics",
-    "frechet_distance",
-    "frechet_distance_from_moments",
-    "load_digits_classifier",
-    "metric_path",
-    "precision_recall",
-    "sliced_wasserstein",
-    "toy_metrics",
-]
+# Imported on first use, so that `smart-hf` reads `options` without importing torch.
+_EXPORTS = {
+    "DigitsClassifier": "smart_hf.evaluation.digits_classifier",
+    "DigitsFeatureExtractor": "smart_hf.evaluation.features",
+    "Dinov2FeatureExtractor": "smart_hf.evaluation.features",
+    "FeatureExtractor": "smart_hf.evaluation.features",
+    "FeatureStatistics": "smart_hf.evaluation.frechet",
+    "InceptionFeatureExtractor": "smart_hf.evaluation.features",
+    "compute_features": "smart_hf.evaluation.features",
+    "compute_statistics": "smart_hf.evaluation.features",
+    "frechet_distance": "smart_hf.evaluation.frechet",
+    "frechet_distance_from_moments": "smart_hf.evaluation.frechet",
+    "load_digits_classifier": "smart_hf.evaluation.digits_classifier",
+    "metric_path": "smart_hf.evaluation.metrics",
+    "precision_recall": "smart_hf.evaluation.precision_recall",
+    "sliced_wasserstein": "smart_hf.toy2d",
+    "toy_metrics": "smart_hf.toy2d",
+}
+
+__all__ = list(_EXPORTS)
+
+export_lazily(__name__, _EXPORTS)

@@ -22,12 +22,12 @@ from torch import nn
 
 from smart_hf.evaluation.digits_classifier import DigitsClassifier, load_digits_classifier
 from smart_hf.evaluation.frechet import FeatureStatistics
+from smart_hf.evaluation.options import DEFAULT_DINOV2_MODEL
 
 # PIL's "L" conversion (ITU-R 601-2 luma), the one smart_hf.data applies to image files.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_DINOV2_MODEL = "facebook/dinov2-large"
 DINOV2_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 RANGE_TOLERANCE = 1e-3

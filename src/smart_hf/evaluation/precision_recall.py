@@ -11,7 +11,7 @@ of rows, so memory grows with `batch_size × num_samples`, not `num_samples²`.
 import numpy as np
 import torch
 
-DEFAULT_K = 3
+from smart_hf.evaluation.options import DEFAULT_K
 
 
 def _as_points(features: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:

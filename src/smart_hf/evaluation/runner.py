@@ -16,7 +16,6 @@ import torch
 
 from smart_hf.data import DIGITS, DIGITS_RESOLUTION, load_image_dataset
 from smart_hf.evaluation.features import (
-    DEFAULT_DINOV2_MODEL,
     DigitsFeatureExtractor,
     Dinov2FeatureExtractor,
     FeatureExtractor,
@@ -26,15 +25,16 @@ from smart_hf.evaluation.features import (
 )
 from smart_hf.evaluation.frechet import FeatureStatistics, frechet_distance
 from smart_hf.evaluation.images import dataset_images, folder_images, generated_images
-from smart_hf.evaluation.precision_recall import DEFAULT_K, precision_recall
+from smart_hf.evaluation.options import (
+    DEFAULT_DINOV2_MODEL,
+    DEFAULT_K,
+    DEFAULT_NUM_SAMPLES,
+    FEATURE_SPACES,
+    FRECHET_METRICS,
+    METRICS,
+)
+from smart_hf.evaluation.precision_recall import precision_recall
 from smart_hf.pipelines import SmartOneStepPipeline
-
-# Fréchet-distance metrics and their feature space; "pr" (precision/recall) works in any of them.
-FRECHET_METRICS = {"fd_digits": "digits", "fd_dinov2": "dinov2", "fid": "inception"}
-METRICS = (*FRECHET_METRICS, "pr")
-FEATURE_SPACES = ("digits", "dinov2", "inception")
-# Generated images for a Fréchet distance when not told otherwise (the FID convention is >= 10k).
-DEFAULT_NUM_SAMPLES = 10_000
 
 
 def build_feature_extractor(

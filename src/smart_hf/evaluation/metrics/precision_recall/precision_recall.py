@@ -4,7 +4,8 @@ import datasets
 import evaluate
 import numpy as np
 
-from smart_hf.evaluation.precision_recall import DEFAULT_K, precision_recall
+from smart_hf.evaluation.options import DEFAULT_K
+from smart_hf.evaluation.precision_recall import precision_recall
 
 _DESCRIPTION = """
 Improved precision and recall (Kynkäänniemi et al., 2019): each feature set is approximated by the union
