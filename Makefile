@@ -42,9 +42,14 @@ lint: setup
 	$(VENV)/bin/ruff format --check src training benchmarks tests pipelines spaces
 
 # A SMaRt GAN on the embedded digits with the shipped digits score model (training/configs/digits.yaml).
-# One thread per core (accelerate's default is one in all): on an idle 2-core machine 1.5× faster than one
-# thread; on a machine busy with other jobs, `make demo DEMO_THREADS=1` is faster.
-DEMO_THREADS ?= $(shell nproc)
+# Threads: the cores the 1-minute load average leaves free (nproc minus the load rounded, at least 1), read
+# before `setup` runs; `make demo DEMO_THREADS=N` overrides. Seconds per step, 300 steps, 1 | 2 threads
+# (2026-12-02, 2-core AMD EPYC CPU): idle (load 0.4-0.9) 0.075-0.080 | 0.055-0.066; one core busy (load
+# 1.0-1.6) 0.081 | 0.221; one core busy and other jobs (load 1.4-5) 0.19 | 0.46. A wrong 1 costs at most 1.4×.
+ifndef DEMO_THREADS
+DEMO_THREADS := $(shell n=$$(nproc); l=$$(awk '{ print int($$1 + 0.5) }' /proc/loadavg 2>/dev/null || echo 0); \
+	echo $$(( n - l > 1 ? n - l : 1 )))
+endif
 demo: setup
 	$(VENV)/bin/accelerate launch --num_cpu_threads_per_process $(DEMO_THREADS) --num_processes 1 --num_machines 1 --mixed_precision no \
 		--dynamo_backend no training/train_smart_gan.py --config training/configs/digits.yaml --output_dir outputs/demo
