@@ -11,7 +11,9 @@ from collections.abc import Sequence
 
 import torch
 from diffusers import DDPMScheduler
-from huggingface_hub import snapshot_download
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 from torch import nn
 
 
@@ -261,6 +263,40 @@ def _load_scheduler(root: str) -> DDPMScheduler:
     return DDPMScheduler()
 
 
+def _local_or_downloaded(name: str) -> str:
+    """The folder `name`, else the Hub repository `name` downloaded. A mistyped path is refused at once rather
+    than sent to the Hub to fail after retries, and a model the Hub cannot provide gets a one-line error."""
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise ValueError(f"Score model {name!r} is a file; pass the folder that holds its config.json.")
+    first = name.split("/")[0]
+    try:
+        validate_repo_id(name)
+        looks_like_hub_id = name.count("/") == 1
+    except HFValidationError:
+        looks_like_hub_id = False
+    if not looks_like_hub_id or os.path.isdir(first):  # 'outputs/unet' next to outputs/ is a path too
+        local = f", though {first!r} is" if looks_like_hub_id else ""
+        raise ValueError(
+            f"Score model {name!r} is neither a folder nor a Hub id: no such folder{local} (a Hub id is "
+            "owner/name, like 'google/ddpm-cifar10-32')."
+        )
+    try:
+        return snapshot_download(name, allow_patterns=HUB_ALLOW_PATTERNS)
+    except RepositoryNotFoundError as error:  # also a gated repository whose terms were not accepted
+        raise ValueError(
+            f"Score model {name!r}: no such folder, and the Hub has no model you can read under that id "
+            "(check it; a private or gated one needs `hf auth login`)."
+        ) from error
+    except LocalEntryNotFoundError as error:
+        fix = "unset HF_HUB_OFFLINE to download it" if constants.HF_HUB_OFFLINE else "check the network"
+        raise ConnectionError(
+            f"Score model {name!r}: no such folder, and the Hub model is neither cached nor reachable; {fix}."
+        ) from error
+
+
 def load_score_model(
     pretrained_model_name_or_path: str | os.PathLike, torch_dtype: torch.dtype = torch.float32
 ) -> ModelScore:
@@ -271,13 +307,7 @@ def load_score_model(
     an optional scheduler_config.json. Without a scheduler config, the DDPM linear schedule (1000 steps) is
     assumed. Only safetensors weights are loaded: pickled .bin files can run arbitrary code.
     """
-    root = str(pretrained_model_name_or_path)
-    if not os.path.isdir(root):
-        if os.path.exists(root) or root.count("/") != 1:
-            raise ValueError(
-                f"Score model {root!r} is neither a folder nor a Hub id like 'google/ddpm-cifar10-32'."
-            )
-        root = snapshot_download(root, allow_patterns=HUB_ALLOW_PATTERNS)
+    root = _local_or_downloaded(str(pretrained_model_name_or_path))
     subfolder = _find_model_subfolder(root)
     model_folder = os.path.join(root, subfolder or "")
     if not any(name.endswith(".safetensors") for name in os.listdir(model_folder)):

@@ -1,6 +1,10 @@
+from types import SimpleNamespace
+
+import huggingface_hub
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from huggingface_hub.errors import RepositoryNotFoundError
 
 from smart_hf import scores
 from smart_hf.models.toy_mlp import MLPNoisePredictor
@@ -249,3 +253,63 @@ def test_check_compatible_class_rules():
     conditional.check_compatible((1, 8, 8), 10)
     unconditional.check_compatible((1, 8, 8), 10)  # the labels are simply not passed
     unconditional.check_compatible((1, 8, 8))
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    """Fail a test that reaches the Hub: the name should have been refused before."""
+
+    def snapshot_download(repo_id, allow_patterns):
+        raise AssertionError(f"snapshot_download({repo_id!r}) was called")
+
+    monkeypatch.setattr(scores, "snapshot_download", snapshot_download)
+
+
+@pytest.mark.parametrize("name", ["outputs/my-unet", "./unet", "../unet", "~/no-such-unet", "/no/such/unet"])
+def test_a_mistyped_local_score_path_is_refused_at_once(no_download, tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()  # so 'outputs/my-unet' reads as a path, not as the Hub id owner/name
+    with pytest.raises(ValueError) as error:
+        load_score_model(name)
+    local = ", though 'outputs' is" if name.startswith("outputs/") else ""
+    assert str(error.value) == (
+        f"Score model {name!r} is neither a folder nor a Hub id: no such folder{local} (a Hub id is "
+        "owner/name, like 'google/ddpm-cifar10-32')."
+    )
+
+
+def test_a_file_given_as_score_model_is_refused(no_download, tmp_path):
+    tiny_unet().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="config.json' is a file; pass the folder that holds its config"):
+        load_score_model(str(tmp_path / "config.json"))
+
+
+def test_a_home_relative_score_folder_is_found(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    tiny_unet().save_pretrained(tmp_path / "unet")
+    assert load_score_model("~/unet").sample_shape == (1, 8, 8)
+
+
+def test_an_uncached_hub_score_model_while_offline_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ConnectionError) as error:
+        load_score_model("someone/not-cached")
+    assert str(error.value) == (
+        "Score model 'someone/not-cached': no such folder, and the Hub model is neither cached nor "
+        "reachable; unset HF_HUB_OFFLINE to download it."
+    )
+
+
+def test_a_hub_id_the_hub_does_not_know_is_one_line(monkeypatch):
+    def snapshot_download(repo_id, allow_patterns):
+        response = SimpleNamespace(headers={}, request=None)
+        raise RepositoryNotFoundError("404 Client Error.\n\nRepository Not Found.", response=response)
+
+    monkeypatch.setattr(scores, "snapshot_download", snapshot_download)
+    with pytest.raises(ValueError) as error:
+        load_score_model("someone/no-such-model")
+    assert str(error.value) == (
+        "Score model 'someone/no-such-model': no such folder, and the Hub has no model you can read under "
+        "that id (check it; a private or gated one needs `hf auth login`)."
+    )
