@@ -126,9 +126,26 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _device(args: argparse.Namespace) -> str:
+    """--device, or cuda when available, else cpu; a device this torch cannot use is refused in one line."""
     import torch
 
-    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # torch's "not compiled with CUDA enabled" is an assert
+        raise ValueError(
+            f"--device {device} cannot be used with this torch {torch.__version__} ({error}); pass --device "
+            "cpu, or install a torch build for that device."
+        ) from None
+    return device
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: an integer >= 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
 
 
 def _load_score_sampler(args: argparse.Namespace) -> DiffusionPipeline:
@@ -263,7 +280,7 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--license", help="License of the weights, for the model card.")
     parser.add_argument(
-        "--num-samples", type=int, default=16, help="Images in the card's grid (default: 16)."
+        "--num-samples", type=positive_int, default=16, help="Images in the card's grid (default: 16)."
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the card's grid (default: 0).")
     parser.add_argument("--overwrite", action="store_true", help="Replace an earlier export in --out.")
@@ -340,7 +357,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--num-samples",
-        type=int,
+        type=positive_int,
         help=f"Generated images (default: {evaluate_options.DEFAULT_NUM_SAMPLES} for a Fréchet distance, the "
         "reference's size for pr; every image of a folder).",
     )

@@ -15,6 +15,7 @@ An export loads three ways: `SmartOneStepPipeline.from_pretrained(folder)` with 
 """
 
 import ast
+import importlib
 import inspect
 import json
 import os
@@ -225,15 +226,31 @@ def push_to_hub(
     """Create `repo_id` if needed and upload an export folder, without training state, logs, pickles or
     secrets (`PUSH_IGNORE_PATTERNS`). Returns the commit URL."""
     validate_export(folder)
-    repo = create_repo(repo_id, private=private, token=token, exist_ok=True, repo_type="model")
-    commit = upload_folder(
-        repo_id=repo.repo_id,
-        folder_path=os.fspath(folder),
-        commit_message=commit_message,
-        token=token,
-        ignore_patterns=PUSH_IGNORE_PATTERNS,
-    )
+    try:
+        repo = create_repo(repo_id, private=private, token=token, exist_ok=True, repo_type="model")
+        commit = upload_folder(
+            repo_id=repo.repo_id,
+            folder_path=os.fspath(folder),
+            commit_message=commit_message,
+            token=token,
+            ignore_patterns=PUSH_IGNORE_PATTERNS,
+        )
+    except _network_errors() as error:  # no network, DNS, proxy, time-out
+        raise OSError(
+            f"Cannot reach the Hub to push {repo_id} ({error}); check the network, then retry."
+        ) from None
     return commit.commit_url
+
+
+def _network_errors() -> tuple[type[Exception], ...]:
+    """Transport errors of the HTTP clients huggingface_hub may use (httpx; httpx2 from its version 2 on)."""
+    errors = []
+    for name in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except ImportError:
+            continue
+    return tuple(errors)
 
 
 def validate_export(folder: str | os.PathLike) -> dict[str, Any]:

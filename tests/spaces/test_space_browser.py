@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from test_space import TILE, load_app, save_tiny_export, served
+
+from tests.spaces.test_space import TILE, load_app, save_tiny_export, served
 
 websockets_client = pytest.importorskip(
     "websockets.sync.client",

@@ -86,7 +86,7 @@ def test_toy_run_with_two_discriminator_steps_resumes_exactly(tmp_path):
     [
         ("--gradient_accumulation_steps 2", "--adversarial needs --gradient_accumulation_steps 1"),
         ("--d_steps_per_score_step 0", "--d_steps_per_score_step must be >= 1"),
-        ("--adversarial_weight -1", "--adversarial_weight and --dsm_weight must be >= 0"),
+        ("--adversarial_weight -1", "--adversarial_weight must be >= 0"),
     ],
 )
 def test_bad_adversarial_options_fail_before_training(tmp_path, flags, message):

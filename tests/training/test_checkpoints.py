@@ -7,6 +7,7 @@ from accelerate import Accelerator
 
 from smart_hf.training.checkpoints import (
     find_checkpoint,
+    incomplete_checkpoints,
     load_checkpoint,
     save_checkpoint,
     sorted_checkpoints,
@@ -14,10 +15,23 @@ from smart_hf.training.checkpoints import (
 
 
 def test_only_complete_numbered_checkpoints_count_in_numeric_order(tmp_path):
-    for name in ("checkpoint-30", "checkpoint-100", "checkpoint-best", "checkpoint-200.partial", "samples"):
+    for name in (
+        "checkpoint-30",
+        "checkpoint-100",
+        "checkpoint-best",
+        "checkpoint-200.partial",
+        "checkpoint-250",
+    ):
         (tmp_path / name).mkdir()
+        (tmp_path / name / "training_state.json").write_text("{}")
+    (tmp_path / "checkpoint-250" / "training_state.json").unlink()  # stopped before its state was written
     (tmp_path / "checkpoint-300").write_text("a file, not a checkpoint")
     assert sorted_checkpoints(str(tmp_path)) == ["checkpoint-30", "checkpoint-100"]
+    assert incomplete_checkpoints(str(tmp_path)) == [
+        "checkpoint-200.partial",
+        "checkpoint-250",
+        "checkpoint-best",
+    ]
     assert find_checkpoint(str(tmp_path), "latest") == str(tmp_path / "checkpoint-100")
     assert sorted_checkpoints(str(tmp_path / "missing")) == []
 

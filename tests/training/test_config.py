@@ -13,12 +13,12 @@ from smart_hf.training.config import (
     parse_gan_args,
     parse_score_model_args,
 )
-from smart_hf.training.options import build_parser, from_flat, to_flat
+from smart_hf.training.options import build_parser, from_flat, iter_options, to_flat
 
 REPO = Path(__file__).resolve().parents[2]
 # Every flag of the two scripts before the redesign, with its default, choices and arity. Kept after the old
 # parsers are gone: it pins the interface users' commands and presets rely on.
-FLAGS_BEFORE = json.loads((Path(__file__).parent / "flags_before_redesign.json").read_text())
+FLAGS_BEFORE = json.loads((Path(__file__).parent / "flags.json").read_text())
 PARSERS = {
     "train_smart_gan.py": build_parser(GANTrainingConfig),
     "train_score_model.py": build_parser(ScoreModelTrainingConfig),
@@ -41,9 +41,7 @@ def test_every_flag_of_the_old_parser_exists_with_the_same_default(script):
         assert (action.nargs == 0) == old["switch"], flag
         assert action.option_strings[1:] == old["aliases"], flag
     new_flags = {action.option_strings[0] for action in PARSERS[script]._actions if action.dest != "help"}
-    assert new_flags == set(FLAGS_BEFORE[script]), (
-        "a flag was added: add it to flags_before_redesign.json too"
-    )
+    assert new_flags == set(FLAGS_BEFORE[script]), "a flag was added: add it to flags.json too"
 
 
 def test_technique_flags_fill_their_config():
@@ -79,7 +77,7 @@ def test_score_model_defaults_depend_on_the_data():
     [
         ("--nice_target 0.5", "--nice_target only act with --nice"),
         ("--nats_steps 2", "--nats_steps only act with --nats"),
-        ("--smart_weight nan", "must be >= 0"),
+        ("--smart_weight nan", "--smart_weight must be a finite number"),
         ("--nats --nats_anneal constant --nats_final_weight 0.5", "keeps the weight at 1"),
         ("--diffusion_gan --diffusion_gan_t_min 0", "1 <= t_min <= t_max"),
         ("--masked_gan spatial", "toy 2-D set"),
@@ -88,3 +86,49 @@ def test_score_model_defaults_depend_on_the_data():
 def test_bad_technique_settings_are_refused_before_training(flags, message):
     with pytest.raises(ValueError, match=message):
         parse_gan_args(flags.split()).check()
+
+
+def _options_with_bounds(config_class):
+    for _, flag, field, _ in iter_options(config_class):
+        bounds = {
+            key: field.metadata[key] for key in ("min", "above", "max", "below") if key in field.metadata
+        }
+        if bounds:
+            yield flag, bounds
+
+
+@pytest.mark.parametrize(
+    "config_class, parse_args",
+    [(GANTrainingConfig, parse_gan_args), (ScoreModelTrainingConfig, parse_score_model_args)],
+)
+def test_every_numeric_option_out_of_range_or_not_finite_is_refused_naming_its_flag(config_class, parse_args):
+    checked = 0
+    for flag, bounds in _options_with_bounds(config_class):
+        outside = [
+            bound - 1 if key == "min" else bound * 2 if key == "max" else bound
+            for key, bound in bounds.items()
+        ]
+        nargs = 2 if flag.endswith("adam_betas") else 1
+        for value in outside:
+            with pytest.raises(ValueError, match=f"--{flag} must be"):
+                parse_args([f"--{flag}", *[str(value)] * nargs]).check()
+            checked += 1
+    assert checked >= 30
+    for flag in ("g_learning_rate", "smart_weight", "nice_target", "ema_power"):
+        if config_class is GANTrainingConfig:
+            for value in ("nan", "inf"):
+                with pytest.raises(ValueError, match=f"--{flag} must be a finite number"):
+                    parse_args([f"--{flag}", value]).check()
+
+
+def test_train_data_dir_on_the_command_line_replaces_a_presets_data_set():
+    digits = str(REPO / "training/configs/digits.yaml")
+    config = parse_gan_args(["--config", digits, "--train_data_dir", "my/images", "--score", "my/unet"])
+    assert (config.dataset_name, config.train_data_dir, config.latent_dim) == (None, "my/images", 32)
+    config.check()  # no longer "digits and a folder"
+    # Given on the command line too, the data set stays (and the checks decide).
+    config = parse_gan_args(["--config", digits, "--train_data_dir", "my/images", "--dataset_name", "digits"])
+    assert (config.dataset_name, config.train_data_dir) == ("digits", "my/images")
+    # Without --score, a folder has no default score model: the error says so.
+    with pytest.raises(ValueError, match="Pass --score"):
+        parse_gan_args(["--config", digits, "--train_data_dir", "my/images"]).check()

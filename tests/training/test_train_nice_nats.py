@@ -108,7 +108,7 @@ def test_ttur_preset_overlays_another_preset_and_flags_override_it():
         ("--nats --nats_steps 0", "num_steps >= 1"),
         ("--nats --nats_step_decay 2", r"step_decay must lie in \(0, 1\]"),
         ("--nats --nats_anneal constant --nats_final_weight 0.5", "constant keeps the weight at 1"),
-        ("--g_adam_betas 1.0 0.9", r"--g_adam_betas must lie in \[0, 1\)"),
+        ("--g_adam_betas 1.0 0.9", "--g_adam_betas must be >= 0 and < 1, got 1.0"),
     ],
 )
 def test_bad_settings_fail_before_training(tmp_path, flags, message):

@@ -103,7 +103,8 @@ def test_learned_score_folder_is_accepted(tmp_path):
         (["--smart_interval", "0"], "interval must be >= 1"),
         (["--lr_warmup_steps", "-1"], "--lr_warmup_steps must be >= 0"),
         (["--lr_decay_steps", "5"], "sets the decay of --lr_scheduler warmup_stable_decay"),
-        (["--lr_scheduler", "warmup_stable_decay", "--lr_decay_steps", "0"], r"must be in \[1, .* = 20\]"),
+        (["--lr_scheduler", "warmup_stable_decay", "--lr_decay_steps", "0"], "--lr_decay_steps must be >= 1"),
+        (["--lr_scheduler", "warmup_stable_decay", "--lr_decay_steps", "50"], r"must be in \[1, .* = 20\]"),
         (["--masked_gan", "spatial"], "grid25 is a toy 2-D set. Use --masked_gan none"),
         (["--diffusion_gan", "--diffusion_gan_t_min", "0"], "Diffusion-GAN needs 1 <= t_min <= t_max"),
         (["--d_fourier_scale", "-1"], "--d_fourier_scale must be >= 0"),
@@ -283,10 +284,19 @@ def test_diffusion_gan_state_resumes_exactly(tmp_path):
 
 
 def test_resuming_with_another_diffusion_gan_setting_is_refused(tmp_path):
-    run(tmp_path, "--checkpointing_steps", "10", "--max_train_steps", "10")
+    run(tmp_path / "first", "--checkpointing_steps", "10", "--max_train_steps", "10")
+    # In the run's own folder, the recorded options tell what differs.
+    with pytest.raises(ValueError, match=r"trained with other options \(--diffusion_gan False → True"):
+        run(tmp_path / "first", *DIFFUSION_GAN, "--resume_from_checkpoint", "latest")
+    # A checkpoint taken elsewhere: its discriminator tells.
     with pytest.raises(
         ValueError,
         match=r"checkpoint-10 was built without Diffusion-GAN, but this run needs "
         r"one for Diffusion-GAN with t_max 50",
     ):
-        run(tmp_path, *DIFFUSION_GAN, "--resume_from_checkpoint", "latest")
+        run(
+            tmp_path / "second",
+            *DIFFUSION_GAN,
+            "--resume_from_checkpoint",
+            str(tmp_path / "first" / "checkpoint-10"),
+        )

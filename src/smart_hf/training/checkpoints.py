@@ -11,9 +11,12 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Sequence
 
+import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.utils import RNG_STATE_NAME, load
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -28,9 +31,24 @@ def sorted_checkpoints(output_dir: str) -> list[str]:
     steps = {
         int(match.group(1)): name
         for name in os.listdir(output_dir)
-        if (match := CHECKPOINT_PATTERN.fullmatch(name)) and os.path.isdir(os.path.join(output_dir, name))
+        if (match := CHECKPOINT_PATTERN.fullmatch(name))
+        and os.path.isfile(os.path.join(output_dir, name, STATE_NAME))
     }
     return [steps[step] for step in sorted(steps)]
+
+
+def incomplete_checkpoints(output_dir: str) -> list[str]:
+    """Checkpoint folders a killed run left unfinished (`.partial`, or without their training state)."""
+    if not os.path.isdir(output_dir):
+        return []
+    complete = set(sorted_checkpoints(output_dir))
+    return sorted(
+        name
+        for name in os.listdir(output_dir)
+        if name.startswith("checkpoint-")
+        and name not in complete
+        and os.path.isdir(os.path.join(output_dir, name))
+    )
 
 
 def find_checkpoint(output_dir: str, resume_from_checkpoint: str) -> str | None:
@@ -41,6 +59,11 @@ def find_checkpoint(output_dir: str, resume_from_checkpoint: str) -> str | None:
                 return path
         raise ValueError(f"--resume_from_checkpoint {resume_from_checkpoint!r}: no such checkpoint folder.")
     checkpoints = sorted_checkpoints(output_dir)
+    if skipped := incomplete_checkpoints(output_dir):
+        logger.warning(
+            f"Skipping incomplete checkpoint folders in {output_dir} (a run was stopped while writing them): "
+            f"{', '.join(skipped)}"
+        )
     return os.path.join(output_dir, checkpoints[-1]) if checkpoints else None
 
 
@@ -77,8 +100,47 @@ def save_checkpoint(
 
 
 def load_checkpoint(accelerator: Accelerator, path: str) -> dict:
-    """Restore everything `save_checkpoint` wrote; returns its training_state.json."""
+    """Restore everything `save_checkpoint` wrote; returns its training_state.json. Warns when this
+    process's random states cannot be restored: the run then continues, but not exactly as it would have."""
     logger.info(f"Resuming from {path}")
+    random_states = os.path.join(path, f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl")
+    try:
+        load(random_states)
+    except Exception as error:  # accelerate itself would only log this at INFO level
+        logger.warning(
+            f"The random states of process {accelerator.process_index} in {path} cannot be read ({error}): "
+            "the run resumes, but its random draws will differ from an uninterrupted run's.",
+            main_process_only=False,
+        )
     accelerator.load_state(path)
     with open(os.path.join(path, STATE_NAME)) as f:
         return json.load(f)
+
+
+def apply_optimizer_settings(
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None,
+    learning_rate: float,
+    betas: Sequence[float],
+) -> None:
+    """After a resume, the run's learning rate and Adam betas replace the checkpoint's (which accelerate
+    restored with the optimizer and schedule), so the non-finite guard's advice to lower them takes effect;
+    the schedule's progress is kept."""
+    schedule = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper holds the torch schedule
+    saved = [
+        (group.get("initial_lr", group["lr"]), tuple(group["betas"])) for group in optimizer.param_groups
+    ]
+    for index, group in enumerate(optimizer.param_groups):
+        group["betas"] = tuple(betas)
+        group["initial_lr"] = learning_rate
+        factor = 1.0 if schedule is None else schedule.lr_lambdas[index](schedule.last_epoch)
+        group["lr"] = learning_rate * factor
+    if schedule is not None:
+        schedule.base_lrs = [learning_rate] * len(optimizer.param_groups)
+        schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
+    if any(saved_settings != (learning_rate, tuple(betas)) for saved_settings in saved):
+        logger.warning(
+            f"Resuming with the {name} learning rate {learning_rate} and betas {tuple(betas)} of this run; "
+            f"the checkpoint had {saved[0][0]} and {saved[0][1]}."
+        )

@@ -7,6 +7,7 @@ here as one section field. Defaults that depend on other options are filled in `
 refuses, in one place, the settings a run cannot honour, before anything is loaded or written.
 """
 
+import argparse
 import os
 from dataclasses import dataclass
 
@@ -19,7 +20,24 @@ from smart_hf.nats import NATSConfig
 from smart_hf.nice import NICEConfig
 from smart_hf.smart import SmartConfig
 from smart_hf.toy2d import TOY_DATASETS
-from smart_hf.training.options import non_default_flags, option, parse, section
+from smart_hf.training.options import (
+    build_parser,
+    check_values,
+    config_arguments,
+    non_default_flags,
+    option,
+    parse,
+    section,
+)
+
+__all__ = [
+    "GANTrainingConfig",
+    "ScoreModelTrainingConfig",
+    "config_arguments",
+    "gan_parser",
+    "parse_gan_args",
+    "parse_score_model_args",
+]
 
 DEFAULT_GAN_DATASET = "grid25"
 DIGITS_SCORE = os.path.join(os.path.dirname(smart_hf.__file__), "assets", "score_models", "digits-unet")
@@ -54,6 +72,51 @@ NOT_TRAINING_SETTINGS = {
     "hub_model_id",
     "hub_private_repo",
     "max_nonfinite_steps",
+    "overwrite_output_dir",
+}
+# Options that may change when a run resumes (the non-finite guard's advice, a longer run); the others
+# identify the run (`smart_hf.training.run_folder`).
+GAN_RESUMABLE_SETTINGS = NOT_TRAINING_SETTINGS | {
+    "g_learning_rate",
+    "d_learning_rate",
+    "adam_beta1",
+    "adam_beta2",
+    "g_adam_betas",
+    "d_adam_betas",
+    "lr_scheduler",
+    "lr_warmup_steps",
+    "lr_decay_steps",
+    "max_train_steps",
+    "smart_weight",
+}
+SCORE_MODEL_RESUMABLE_SETTINGS = {
+    "output_dir",
+    "overwrite_output_dir",
+    "cache_dir",
+    "dataloader_num_workers",
+    "resume_from_checkpoint",
+    "checkpointing_steps",
+    "checkpoints_total_limit",
+    "logger",
+    "logging_steps",
+    "num_sample_images",
+    "num_inference_steps",
+    "num_epochs",
+    "max_train_steps",
+    "learning_rate",
+    "lr_scheduler",
+    "lr_warmup_steps",
+    "adam_beta1",
+    "adam_beta2",
+    "d_learning_rate",
+    "d_adam_beta1",
+    "d_adam_beta2",
+}
+# An option given on the command line that replaces these options of a preset (e.g. --train_data_dir trains a
+# preset on one's own folder).
+DATA_REPLACEMENTS = {
+    "train_data_dir": ("dataset_name", "dataset_config_name", "image_column", "label_column"),
+    "dataset_name": ("train_data_dir",),
 }
 
 
@@ -85,18 +148,19 @@ class GANTrainingConfig:
     image_column: str | None = option(None, "Default: the data set's only image column.")
     label_column: str | None = option(None, "Default: a column named 'label' or 'labels'.")
     cache_dir: str | None = option(None, "Where `datasets` caches downloads and image folders.")
-    resolution: int | None = option(None, "Image size (default: the score model's, 8 for digits).")
+    resolution: int | None = option(None, "Image size (default: the score model's, 8 for digits).", min=1)
     channels: int | None = option(None, "Default: the score model's channels.", choices=[1, 3])
     class_conditional: bool = option(False, "Condition G, D and the score model on class labels.")
     max_train_samples: int | None = option(
         None,
         "Train on this many images drawn at random with --seed (images only; e.g. 180 = 10%% of the "
         "digits, a small-data regime); above the data set's size, all of it (with a warning).",
+        min=1,
     )
-    dataloader_num_workers: int = option(0)
+    dataloader_num_workers: int = option(0, min=0)
     output_dir: str = option("outputs/smart-gan")
-    seed: int = option(0)
-    num_eval_samples: int = option(2500, "Samples for the final metrics (and the toy plot).")
+    seed: int = option(0, min=0)
+    num_eval_samples: int = option(2500, "Samples for the final metrics (and the toy plot).", min=1)
 
     score: str | None = option(
         None,
@@ -106,12 +170,12 @@ class GANTrainingConfig:
     )
 
     model_architecture: str = option("resnet", "Images.", choices=sorted(GAN_ARCHITECTURES), group="models")
-    g_base_channels: int = option(64, "Generator channels at full resolution (images).")
-    d_base_channels: int = option(64, "Discriminator channels at full resolution (images).")
-    latent_dim: int = option(8)
-    hidden_dim: int = option(256, "Toy MLP width.")
-    d_hidden_dim: int | None = option(None, "Toy MLP discriminator width (default: --hidden_dim).")
-    num_layers: int = option(3, "Toy MLP depth.")
+    g_base_channels: int = option(64, "Generator channels at full resolution (images).", min=1)
+    d_base_channels: int = option(64, "Discriminator channels at full resolution (images).", min=1)
+    latent_dim: int = option(8, min=1)
+    hidden_dim: int = option(256, "Toy MLP width.", min=1)
+    d_hidden_dim: int | None = option(None, "Toy MLP discriminator width (default: --hidden_dim).", min=1)
+    num_layers: int = option(3, "Toy MLP depth.", min=1)
     generator_batch_norm: bool = option(False, "Toy MLP generator: BatchNorm after each layer.")
     freeze_batch_norm_step: int | None = option(
         None,
@@ -119,28 +183,32 @@ class GANTrainingConfig:
         "(recomputed for the weights at that step) instead of each batch's: the generator then trains as it "
         "samples, without the batch-to-batch jitter of its outputs. 'none' (the default): never.",
         type=step_or_none,
+        min=0,
     )
     g_fourier_scale: float = option(
         0.0,
         "Toy MLP generator: feed it --fourier_features random Fourier features of the latent, "
         "frequencies ~ N(0, scale²) (0 = off).",
+        min=0,
     )
-    d_fourier_scale: float = option(0.0, "Toy MLP discriminator: the same for its input point (0 = off).")
-    fourier_features: int = option(64, "Toy MLPs: how many Fourier features (sin and cos each).")
+    d_fourier_scale: float = option(
+        0.0, "Toy MLP discriminator: the same for its input point (0 = off).", min=0
+    )
+    fourier_features: int = option(64, "Toy MLPs: how many Fourier features (sin and cos each).", min=1)
 
-    max_train_steps: int = option(4000, "Generator steps.", group="training")
-    train_batch_size: int = option(256, "Per process.")
+    max_train_steps: int = option(4000, "Generator steps.", group="training", min=1)
+    train_batch_size: int = option(256, "Per process.", min=1)
     gradient_accumulation_steps: int = option(
         1,
         "Only 1 is supported: the alternating two-optimizer GAN step does not accumulate; raise "
         "--train_batch_size or use more processes instead.",
     )
-    d_steps_per_g_step: int = option(1)
+    d_steps_per_g_step: int = option(1, min=1)
     loss: str = option("non_saturating", choices=ADVERSARIAL_LOSSES)
-    r1_gamma: float = option(0.0, "R1 penalty weight (0 = off).")
-    r1_interval: int = option(4, "Lazy R1: apply every N discriminator steps.")
-    g_learning_rate: float = option(1e-4, "Generator learning rate (TTUR).")
-    d_learning_rate: float = option(3e-4, "Discriminator learning rate (TTUR).")
+    r1_gamma: float = option(0.0, "R1 penalty weight (0 = off).", min=0)
+    r1_interval: int = option(4, "Lazy R1: apply every N discriminator steps.", min=1)
+    g_learning_rate: float = option(1e-4, "Generator learning rate (TTUR).", above=0, max=1)
+    d_learning_rate: float = option(3e-4, "Discriminator learning rate (TTUR).", above=0, max=1)
     lr_scheduler: str = option(
         "constant",
         "diffusers' `get_scheduler`, applied to both learning rates over --max_train_steps; "
@@ -148,31 +216,37 @@ class GANTrainingConfig:
         "the last --lr_decay_steps.",
         choices=LR_SCHEDULERS,
     )
-    lr_warmup_steps: int = option(0, "Generator steps of warm-up.")
+    lr_warmup_steps: int = option(0, "Generator steps of warm-up.", min=0)
     lr_decay_steps: int | None = option(
-        None, "warmup_stable_decay only: generator steps of the final linear decay (default: last quarter)."
+        None,
+        "warmup_stable_decay only: generator steps of the final linear decay (default: last quarter).",
+        min=1,
     )
-    adam_beta1: float = option(0.0)
-    adam_beta2: float = option(0.9)
+    adam_beta1: float = option(0.0, min=0, below=1)
+    adam_beta2: float = option(0.9, min=0, below=1)
     g_adam_betas: list[float] | None = option(
         None,
         "The generator's Adam betas (TTUR; default: --adam_beta1 --adam_beta2).",
         nargs=2,
         metavar=("BETA1", "BETA2"),
+        min=0,
+        below=1,
     )
     d_adam_betas: list[float] | None = option(
         None,
         "The discriminator's Adam betas (TTUR; default: --adam_beta1 --adam_beta2).",
         nargs=2,
         metavar=("BETA1", "BETA2"),
+        min=0,
+        below=1,
     )
     mixed_precision: str = option("no", choices=PRECISIONS)
     use_ema: bool = option(False, "Keep an EMA of the generator (exported).")
-    ema_max_decay: float = option(0.999)
-    ema_inv_gamma: float = option(1.0, "EMA warm-up: 1 − (1 + step/γ)^−power.")
-    ema_power: float = option(0.75)
+    ema_max_decay: float = option(0.999, min=0, max=1)
+    ema_inv_gamma: float = option(1.0, "EMA warm-up: 1 − (1 + step/γ)^−power.", above=0)
+    ema_power: float = option(0.75, above=0)
     max_nonfinite_steps: int = option(
-        5, "Stop after this many steps in a row with a non-finite loss (such steps are never applied)."
+        5, "Stop after this many steps in a row with a non-finite loss (such steps are never applied).", min=1
     )
 
     smart: SmartConfig = section(SmartConfig, "smart_", "SMaRt regularizer")
@@ -184,15 +258,19 @@ class GANTrainingConfig:
     nats: NATSConfig = section(NATSConfig, "nats_", "NATS (annealed functional-gradient refinement)")
 
     checkpointing_steps: int = option(
-        500, "0 = no checkpoints.", group="checkpoints, logging, samples and the Hub"
+        500, "0 = no checkpoints.", group="checkpoints, logging, samples and the Hub", min=0
     )
-    checkpoints_total_limit: int | None = option(None, "Keep at most N checkpoints.")
+    checkpoints_total_limit: int | None = option(None, "Keep at most N checkpoints.", min=1)
     resume_from_checkpoint: str | None = option(None, "A checkpoint folder or 'latest'.")
+    overwrite_output_dir: bool = option(
+        False,
+        "Delete what another run left in --output_dir and start anew (otherwise such a folder is refused).",
+    )
     logger: str = option("none", choices=TRACKERS)
     logging_dir: str = option("logs", "Tracker folder, inside --output_dir.")
-    logging_steps: int = option(100, "Steps averaged per logged value.")
-    save_images_steps: int = option(500, "Sample grid into samples/ every N steps; 0 = none.")
-    num_sample_images: int = option(64, "Images per sample grid.")
+    logging_steps: int = option(100, "Steps averaged per logged value.", min=1)
+    save_images_steps: int = option(500, "Sample grid into samples/ every N steps; 0 = none.", min=0)
+    num_sample_images: int = option(64, "Images per sample grid.", min=1)
     push_to_hub: bool = option(False, "Upload the exported pipeline at the end.")
     hub_model_id: str | None = option(None, "Hub repository (user/name) for --push_to_hub.")
     hub_private_repo: bool = option(False)
@@ -222,6 +300,7 @@ class GANTrainingConfig:
 
     def check(self) -> None:
         """Refuse settings the GAN loop cannot honour, before anything is loaded or written."""
+        check_values(self)
         if self.gradient_accumulation_steps != 1:
             raise ValueError(
                 "--gradient_accumulation_steps > 1 is not supported: the discriminator and generator steps "
@@ -230,20 +309,11 @@ class GANTrainingConfig:
         self._check_learning_rate_schedule()
         self._check_data()
         self._check_toy_models()
-        if self.d_steps_per_g_step < 1:
-            raise ValueError(f"--d_steps_per_g_step must be >= 1, got {self.d_steps_per_g_step}.")
-        if self.max_nonfinite_steps < 1:
-            raise ValueError(f"--max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}.")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/smart-gan-digits).")
-        for betas in ("g_adam_betas", "d_adam_betas"):
-            if not all(0 <= beta < 1 for beta in getattr(self, betas)):
-                raise ValueError(f"--{betas} must lie in [0, 1), got {getattr(self, betas)} (TTUR: 0 0.9).")
         self._check_techniques()
 
     def _check_learning_rate_schedule(self) -> None:
-        if self.lr_warmup_steps < 0:
-            raise ValueError(f"--lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}.")
         if self.lr_decay_steps is not None:
             if self.lr_scheduler != "warmup_stable_decay":
                 raise ValueError(
@@ -264,11 +334,6 @@ class GANTrainingConfig:
             raise ValueError(
                 f"--max_train_samples subsets an image data set, but {name} is a toy 2-D set whose "
                 "batches are drawn afresh every step: drop --max_train_samples."
-            )
-        if self.max_train_samples is not None and self.max_train_samples < 1:
-            raise ValueError(
-                f"--max_train_samples must be >= 1, got {self.max_train_samples}; leave it out to train on "
-                "all images."
             )
         if (
             not self.is_toy
@@ -298,14 +363,7 @@ class GANTrainingConfig:
                 "--fourier_features only acts with --g_fourier_scale or --d_fourier_scale > 0: add one, or "
                 "drop it."
             )
-        if self.g_fourier_scale < 0 or self.d_fourier_scale < 0 or self.fourier_features < 1:
-            raise ValueError(
-                "--g_fourier_scale and --d_fourier_scale must be >= 0 (0 = off) and --fourier_features >= 1, "
-                f"got {self.g_fourier_scale}, {self.d_fourier_scale} and {self.fourier_features}."
-            )
         if self.freeze_batch_norm_step is not None:
-            if self.freeze_batch_norm_step < 0:
-                raise ValueError(f"--freeze_batch_norm_step must be >= 0, got {self.freeze_batch_norm_step}.")
             if self.is_toy and not self.generator_batch_norm:
                 raise ValueError(
                     "--freeze_batch_norm_step freezes the generator's BatchNorm, and the toy generator has "
@@ -350,59 +408,65 @@ class ScoreModelTrainingConfig:
     image_column: str | None = option(None, "Default: the data set's only image column.")
     label_column: str | None = option(None, "Default: a column named 'label' or 'labels'.")
     cache_dir: str | None = option(None, "Where `datasets` caches downloads and image folders.")
-    resolution: int | None = option(None, "Image size (default: 8 for digits).")
+    resolution: int | None = option(None, "Image size (default: 8 for digits).", min=1)
     channels: int | None = option(None, "Default: 1 for digits, else 3.", choices=[1, 3])
     class_conditional: bool = option(False, "Condition the UNet on class labels.")
-    dataloader_num_workers: int = option(0)
+    dataloader_num_workers: int = option(0, min=0)
 
-    block_out_channels: list[int] = option([32, 64, 64], "UNet widths.", group="model")
-    layers_per_block: int = option(1, "UNet ResNet layers per resolution.")
-    norm_num_groups: int = option(8, "UNet GroupNorm groups.")
-    hidden_dim: int = option(256, "Toy MLP width.")
-    num_layers: int = option(4, "Toy MLP residual blocks.")
+    block_out_channels: list[int] = option([32, 64, 64], "UNet widths.", group="model", min=1)
+    layers_per_block: int = option(1, "UNet ResNet layers per resolution.", min=1)
+    norm_num_groups: int = option(8, "UNet GroupNorm groups.", min=1)
+    hidden_dim: int = option(256, "Toy MLP width.", min=1)
+    num_layers: int = option(4, "Toy MLP residual blocks.", min=1)
 
-    ddpm_num_steps: int = option(1000, aliases=("num_train_timesteps",), group="diffusion")
+    ddpm_num_steps: int = option(1000, aliases=("num_train_timesteps",), group="diffusion", min=2)
     ddpm_beta_schedule: str = option("linear", choices=["linear", "squaredcos_cap_v2"])
     prediction_type: str = option("epsilon", choices=["epsilon", "v_prediction", "sample"])
 
     output_dir: str = option("outputs/score-model", group="training")
-    seed: int = option(0)
-    train_batch_size: int | None = option(None, "Default: 1024 toy, 64 images.")
-    num_epochs: int = option(100, "Image data; --max_train_steps overrides.")
-    max_train_steps: int | None = option(None, "Optimizer steps (toy default 6000).")
-    gradient_accumulation_steps: int = option(1)
-    learning_rate: float = option(1e-3)
+    seed: int = option(0, min=0)
+    train_batch_size: int | None = option(None, "Default: 1024 toy, 64 images.", min=1)
+    num_epochs: int = option(100, "Image data; --max_train_steps overrides.", min=1)
+    max_train_steps: int | None = option(None, "Optimizer steps (toy default 6000).", min=1)
+    gradient_accumulation_steps: int = option(1, min=1)
+    learning_rate: float = option(1e-3, above=0, max=1)
     lr_scheduler: str = option("cosine", "A diffusers `get_scheduler` name.")
-    lr_warmup_steps: int = option(0)
-    adam_beta1: float = option(0.9)
-    adam_beta2: float = option(0.999)
-    adam_weight_decay: float = option(0.0)
-    adam_epsilon: float = option(1e-8)
-    max_grad_norm: float | None = option(None, "Clip gradients to this norm.")
+    lr_warmup_steps: int = option(0, min=0)
+    adam_beta1: float = option(0.9, min=0, below=1)
+    adam_beta2: float = option(0.999, min=0, below=1)
+    adam_weight_decay: float = option(0.0, min=0)
+    adam_epsilon: float = option(1e-8, above=0)
+    max_grad_norm: float | None = option(None, "Clip gradients to this norm.", above=0)
     mixed_precision: str = option("no", choices=PRECISIONS)
     use_ema: bool = option(False, "Save an exponential moving average of weights.")
-    ema_max_decay: float = option(0.999)
+    ema_max_decay: float = option(0.999, min=0, max=1)
 
     adversarial: bool = option(
         False, "Add the LSGAN term on denoised samples (see above).", group="hybrid objective (--adversarial)"
     )
-    adversarial_weight: float = option(1.0, "lambda_adv.")
-    dsm_weight: float = option(1.0, "lambda_dsm.")
-    d_steps_per_score_step: int = option(1)
-    d_learning_rate: float = option(2e-4)
-    d_adam_beta1: float = option(0.5)
-    d_adam_beta2: float = option(0.999)
+    adversarial_weight: float = option(1.0, "lambda_adv.", min=0)
+    dsm_weight: float = option(1.0, "lambda_dsm.", min=0)
+    d_steps_per_score_step: int = option(1, min=1)
+    d_learning_rate: float = option(2e-4, above=0, max=1)
+    d_adam_beta1: float = option(0.5, min=0, below=1)
+    d_adam_beta2: float = option(0.999, min=0, below=1)
     d_architecture: str = option("dcgan", "Images.", choices=sorted(SCORE_DISCRIMINATORS))
-    d_base_channels: int = option(32, "Discriminator channels at full resolution (images).")
-    d_hidden_dim: int = option(128, "Toy discriminator width.")
+    d_base_channels: int = option(32, "Discriminator channels at full resolution (images).", min=1)
+    d_hidden_dim: int = option(128, "Toy discriminator width.", min=1)
 
-    checkpointing_steps: int = option(500, "0 = no checkpoints.", group="checkpoints, logging and samples")
-    checkpoints_total_limit: int | None = option(None, "Keep at most N.")
+    checkpointing_steps: int = option(
+        500, "0 = no checkpoints.", group="checkpoints, logging and samples", min=0
+    )
+    checkpoints_total_limit: int | None = option(None, "Keep at most N.", min=1)
     resume_from_checkpoint: str | None = option(None, "A checkpoint folder or 'latest'.")
+    overwrite_output_dir: bool = option(
+        False,
+        "Delete what another run left in --output_dir and start anew (otherwise such a folder is refused).",
+    )
     logger: str = option("none", choices=TRACKERS)
-    logging_steps: int = option(100, "Loss history resolution.")
-    num_sample_images: int = option(64, "Final sample grid; 0 = none.")
-    num_inference_steps: int = option(100, "DDIM steps for the grid.")
+    logging_steps: int = option(100, "Loss history resolution.", min=1)
+    num_sample_images: int = option(64, "Final sample grid; 0 = none.", min=0)
+    num_inference_steps: int = option(100, "DDIM steps for the grid.", min=1)
 
     def __post_init__(self):
         if self.dataset_name is None and self.train_data_dir is None:
@@ -417,7 +481,8 @@ class ScoreModelTrainingConfig:
         return self.dataset_name in TOY_DATASETS
 
     def check(self) -> None:
-        """Refuse settings of the hybrid objective the loop cannot honour."""
+        """Refuse settings the score-model loop cannot honour."""
+        check_values(self)
         if not self.adversarial:
             return
         if self.gradient_accumulation_steps != 1:
@@ -425,13 +490,11 @@ class ScoreModelTrainingConfig:
                 "--adversarial needs --gradient_accumulation_steps 1: the discriminator and score steps "
                 "alternate with two optimizers. Raise --train_batch_size instead."
             )
-        if self.d_steps_per_score_step < 1:
-            raise ValueError(f"--d_steps_per_score_step must be >= 1, got {self.d_steps_per_score_step}.")
-        if self.adversarial_weight < 0 or self.dsm_weight < 0:
-            raise ValueError(
-                f"--adversarial_weight and --dsm_weight must be >= 0, got {self.adversarial_weight} and "
-                f"{self.dsm_weight}."
-            )
+
+
+def gan_parser() -> argparse.ArgumentParser:
+    """The command line of training/train_smart_gan.py."""
+    return build_parser(GANTrainingConfig)
 
 
 def parse_gan_args(argv: list[str] | None = None) -> GANTrainingConfig:
@@ -439,11 +502,11 @@ def parse_gan_args(argv: list[str] | None = None) -> GANTrainingConfig:
     presets."""
     from smart_hf.training import gan  # its docstring is the script's --help text
 
-    return parse(GANTrainingConfig, argv, gan.__doc__)
+    return parse(GANTrainingConfig, argv, gan.__doc__, replaces=DATA_REPLACEMENTS)
 
 
 def parse_score_model_args(argv: list[str] | None = None) -> ScoreModelTrainingConfig:
     """The score-model run configuration from the command line (`argv`, default `sys.argv[1:]`)."""
     from smart_hf.training import score_model  # its docstring is the script's --help text
 
-    return parse(ScoreModelTrainingConfig, argv, score_model.__doc__)
+    return parse(ScoreModelTrainingConfig, argv, score_model.__doc__, replaces=DATA_REPLACEMENTS)

@@ -45,9 +45,15 @@ from smart_hf.smart import SmartRegularizer
 from smart_hf.toy2d import load_toy_dataset
 from smart_hf.training import build, report
 from smart_hf.training.batch_norm import freeze_batch_norm, recalibrate_batch_norm
-from smart_hf.training.checkpoints import find_checkpoint, load_checkpoint, save_checkpoint
-from smart_hf.training.config import GANTrainingConfig
+from smart_hf.training.checkpoints import (
+    apply_optimizer_settings,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from smart_hf.training.config import GAN_RESUMABLE_SETTINGS, GANTrainingConfig
 from smart_hf.training.options import to_flat
+from smart_hf.training.run_folder import claim_output_dir, run_identity
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -68,14 +74,21 @@ class TrainingProgress:
 def train_gan(config: GANTrainingConfig) -> dict:
     """Train, checkpoint, evaluate and export as `config` says; returns the final metrics (main process)."""
     config.check()
+    accelerator = build.make_accelerator(
+        config.output_dir, config.logging_dir, config.mixed_precision, config.logger, data_seed=config.seed
+    )
+    claim_output_dir(
+        accelerator,
+        config.output_dir,
+        run_identity(to_flat(config), GAN_RESUMABLE_SETTINGS),
+        resume=config.resume_from_checkpoint is not None,
+        overwrite=config.overwrite_output_dir,
+    )
     last_checkpoint = config.resume_from_checkpoint and find_checkpoint(
         config.output_dir, config.resume_from_checkpoint
     )
     if last_checkpoint:
         check_checkpoint_timesteps(config, last_checkpoint)
-    accelerator = build.make_accelerator(
-        config.output_dir, config.logging_dir, config.mixed_precision, config.logger, data_seed=config.seed
-    )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(config.seed, device_specific=True)  # different latents on every process; DDP syncs the weights
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
@@ -124,6 +137,12 @@ def train_gan(config: GANTrainingConfig) -> dict:
     progress = TrainingProgress()
     if last_checkpoint:
         restore_progress(load_checkpoint(accelerator, last_checkpoint), progress, ema)
+        apply_optimizer_settings(
+            "generator", optimizer_g, lr_scheduler_g, config.g_learning_rate, config.g_adam_betas
+        )
+        apply_optimizer_settings(
+            "discriminator", optimizer_d, lr_scheduler_d, config.d_learning_rate, config.d_adam_betas
+        )
     elif config.resume_from_checkpoint:
         logger.info(f"No checkpoint in {config.output_dir}; starting a new run.")
     if accelerator.is_main_process:
@@ -209,11 +228,13 @@ def train_gan(config: GANTrainingConfig) -> dict:
             means = window.pop_means()
             progress_bar.set_postfix({key: f"{value:.3g}" for key, value in means.items()})
             accelerator.log(means, step=global_step)
-        # A checkpoint is never written during a run of non-finite steps, so the latest one is a good one.
+        # A checkpoint is never written during a run of non-finite steps, nor from non-finite weights, so the
+        # latest one is a good one.
         if (
             config.checkpointing_steps
             and global_step % config.checkpointing_steps == 0
             and nonfinite_in_a_row == 0
+            and all_finite(accelerator, [generator, discriminator], [optimizer_g, optimizer_d], ema)
         ):
             progress.train_seconds = previous_seconds + time.time() - start_time
             state = asdict(progress)
@@ -350,12 +371,38 @@ def averaged_generator(generator: ModelMixin, ema: EMAModel | None, config: GANT
 
 
 def apply_update(accelerator: Accelerator, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
-    """Backpropagate `loss` and step `optimizer`, unless the loss is non-finite on some process: then no
-    process applies anything (they must agree, or the gradient all-reduce would hang). True when applied."""
+    """Backpropagate `loss` and step `optimizer`, unless the loss or a gradient is non-finite on some process,
+    or a gradient so large that its square, which Adam accumulates, overflows (its steps would then be 0
+    forever): then no process applies anything (they must agree, or the next all-reduce would hang). True when
+    applied."""
     finite = torch.isfinite(loss.detach()).float().reshape(1)
     if accelerator.gather(finite).min().item() == 0:
         return False
     optimizer.zero_grad(set_to_none=True)
     accelerator.backward(loss)
+    gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    finite = torch.stack([g.detach().float().square().isfinite().all() for g in gradients]).all()
+    if accelerator.gather(finite.float().reshape(1)).min().item() == 0:
+        optimizer.zero_grad(set_to_none=True)
+        return False
     optimizer.step()
     return True
+
+
+@torch.no_grad()
+def all_finite(
+    accelerator: Accelerator,
+    models: list[torch.nn.Module],
+    optimizers: list[torch.optim.Optimizer],
+    ema: EMAModel | None,
+) -> bool:
+    """Whether every weight, optimizer state and EMA weight is finite on every process (before a checkpoint:
+    one that holds non-finite values would only fail again when resumed)."""
+    tensors = [p for model in models for p in model.parameters()]
+    tensors += [v for optimizer in optimizers for state in optimizer.state.values() for v in state.values()]
+    tensors += ema.shadow_params if ema is not None else []
+    finite = torch.stack([t.float().isfinite().all() for t in tensors if torch.is_tensor(t)]).all()
+    healthy = accelerator.gather(finite.float().reshape(1)).min().item() == 1
+    if not healthy:
+        logger.warning("Weights or optimizer states are not finite: no checkpoint is written.")
+    return healthy

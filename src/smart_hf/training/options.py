@@ -3,15 +3,18 @@
 A run configuration is a dataclass whose fields are options; a field whose type is itself a dataclass (a
 technique's config, e.g. `SmartConfig`) contributes its fields as `--<prefix><name>` flags. A field's metadata
 may give `help`, `choices`, `flag` (the flag's name when it is not `<prefix><name>`), `aliases`, `group` (the
-`--help` section), `type` (a parser for the value), `nargs`, `metavar` and `action`. So the flags, their
-defaults and the objects the code reads have one source: the dataclasses.
+`--help` section), `type` (a parser for the value), `nargs`, `metavar`, `action`, and the valid range of a
+number: `min` / `max` (inclusive), `above` / `below` (exclusive). So the flags, their defaults, their valid
+values and the objects the code reads have one source: the dataclasses.
 
 YAML (or JSON) presets become command-line tokens (`config_arguments`), so they are type-checked like flags
 and flags given after them win.
 """
 
 import argparse
+import copy
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -128,6 +131,30 @@ def non_default_flags(technique: Any, prefix: str) -> list[str]:
     )
 
 
+BOUNDS = {  # metadata key: (test that the value passes, how the message says it)
+    "min": (lambda value, bound: value >= bound, ">="),
+    "above": (lambda value, bound: value > bound, ">"),
+    "max": (lambda value, bound: value <= bound, "<="),
+    "below": (lambda value, bound: value < bound, "<"),
+}
+
+
+def check_values(config: Any) -> None:
+    """Refuse an option value outside its field's range, and any non-finite number (NaN or inf passes
+    comparisons such as `< 0`), naming the flag and the valid range."""
+    for section_name, flag, field, _ in iter_options(type(config)):
+        value = getattr(getattr(config, section_name) if section_name else config, field.name)
+        for number in value if isinstance(value, list) else [value]:
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                continue
+            if not math.isfinite(number):
+                raise ValueError(f"--{flag} must be a finite number, got {number}.")
+            bounds = [(key, field.metadata[key]) for key in BOUNDS if key in field.metadata]
+            if not all(BOUNDS[key][0](number, bound) for key, bound in bounds):
+                valid = " and ".join(f"{BOUNDS[key][1]} {bound}" for key, bound in bounds)
+                raise ValueError(f"--{flag} must be {valid}, got {number}.")
+
+
 def config_arguments(path: str, parser: argparse.ArgumentParser) -> list[str]:
     """The options of a YAML/JSON config file as command-line tokens, so they are type-checked like flags and
     flags placed after them win."""
@@ -154,15 +181,35 @@ def config_arguments(path: str, parser: argparse.ArgumentParser) -> list[str]:
 
 
 def parse(
-    config_class: type[Config], argv: list[str] | None = None, description: str | None = None
+    config_class: type[Config],
+    argv: list[str] | None = None,
+    description: str | None = None,
+    replaces: dict[str, tuple[str, ...]] | None = None,
 ) -> Config:
     """`config_class` from the command line, after the `--config` files it names (when the class has a
-    `config` option)."""
+    `config` option). `replaces`: an option given on the command line resets these options of the files to
+    their defaults (e.g. --train_data_dir replaces a preset's dataset_name), unless they are given too."""
     parser = build_parser(config_class, description)
     argv = sys.argv[1:] if argv is None else list(argv)
+    tokens = argv
     if "config" in {field.name for field in dataclasses.fields(config_class)}:
         config_parser = argparse.ArgumentParser(add_help=False)
         config_parser.add_argument("--config", action="append", default=[])
         config_paths = config_parser.parse_known_args(argv)[0].config
-        argv = [token for path in config_paths for token in config_arguments(path, parser)] + argv
-    return from_flat(config_class, vars(parser.parse_args(argv)))
+        tokens = [token for path in config_paths for token in config_arguments(path, parser)] + argv
+    values = vars(parser.parse_args(tokens))
+    if replaces:
+        given = given_options(parser, argv)
+        defaults = {action.dest: action.default for action in parser._actions}
+        for option_name, replaced in replaces.items():
+            if option_name in given:
+                values.update({name: defaults[name] for name in replaced if name not in given})
+    return from_flat(config_class, values)
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The options (dests) that `argv` itself sets, whatever their values."""
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))

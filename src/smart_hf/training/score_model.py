@@ -59,10 +59,16 @@ from smart_hf.models import DCGANDiscriminator, ResNetDiscriminator, ToyDiscrimi
 from smart_hf.models.toy_mlp import MLPNoisePredictor
 from smart_hf.toy2d import load_toy_dataset
 from smart_hf.training import build
-from smart_hf.training.checkpoints import find_checkpoint, load_checkpoint, save_checkpoint
-from smart_hf.training.config import ScoreModelTrainingConfig
+from smart_hf.training.checkpoints import (
+    apply_optimizer_settings,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from smart_hf.training.config import SCORE_MODEL_RESUMABLE_SETTINGS, ScoreModelTrainingConfig
 from smart_hf.training.options import to_flat
 from smart_hf.training.report import save_loss_curve
+from smart_hf.training.run_folder import claim_output_dir, run_identity
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -261,6 +267,13 @@ def train_score_model(config: ScoreModelTrainingConfig) -> dict:
         config.logger,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
+    claim_output_dir(
+        accelerator,
+        config.output_dir,
+        run_identity(to_flat(config), SCORE_MODEL_RESUMABLE_SETTINGS),
+        resume=config.resume_from_checkpoint is not None,
+        overwrite=config.overwrite_output_dir,
+    )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(config.seed)
 
@@ -362,6 +375,11 @@ def train_score_model(config: ScoreModelTrainingConfig) -> dict:
             saved["history"],
             saved["train_seconds"],
         )
+        betas = (config.adam_beta1, config.adam_beta2)
+        apply_optimizer_settings("score model", optimizer, lr_scheduler, config.learning_rate, betas)
+        if d_components:
+            d_betas = (config.d_adam_beta1, config.d_adam_beta2)
+            apply_optimizer_settings("discriminator", d_components[1], None, config.d_learning_rate, d_betas)
     elif config.resume_from_checkpoint:
         logger.info(f"No checkpoint in {config.output_dir}; starting a new run.")
 
