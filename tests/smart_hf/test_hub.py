@@ -9,11 +9,11 @@ import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
-from tests.helpers_without_smart_hf import run_without_smart_hf
 
 from smart_hf import hub
 from smart_hf.models import DCGANGenerator, ResNetGenerator, ToyGenerator
 from smart_hf.pipelines import SmartOneStepPipeline
+from tests.helpers_without_smart_hf import run_without_smart_hf
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}

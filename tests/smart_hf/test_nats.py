@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from tests.helpers_without_smart_hf import run_without_smart_hf
 
 from smart_hf import hub
 from smart_hf.losses import GANLoss
 from smart_hf.models import DCGANDiscriminator, DCGANGenerator, ToyGenerator
 from smart_hf.nats import NATSRefiner, refine_samples
 from smart_hf.pipelines import SmartOneStepPipeline
+from tests.helpers_without_smart_hf import run_without_smart_hf
 
 CENTER = torch.tensor([1.0, -2.0])
 TINY = {"resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}
