@@ -15,7 +15,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from transformers.optimization import get_wsd_schedule
 
-from smart_hf.data import ImageDataset, load_image_dataset
+from smart_hf.data import ImageDataset, check_batch_size, load_image_dataset, verify_images
 from smart_hf.losses import DiscriminatorAugmentation, GANLoss
 from smart_hf.models import (
     DCGANDiscriminator,
@@ -122,9 +122,12 @@ def build_score(config: GANTrainingConfig, toy: ToyDataset | None, dtype: torch.
     return load_score_model(config.score, torch_dtype=dtype)
 
 
-def load_gan_images(config: GANTrainingConfig, score_shape: tuple[int, ...]) -> ImageDataset:
+def load_gan_images(
+    config: GANTrainingConfig, score_shape: tuple[int, ...], show_progress: bool = True
+) -> ImageDataset:
     """The training images at the score model's size and channels (unless the options say otherwise),
-    subset to --max_train_samples."""
+    subset to --max_train_samples, every one decoded once (so a bad file stops the run before training) and
+    at least one batch of them."""
     channels, resolution = (score_shape[0], score_shape[1]) if len(score_shape) == 3 else (None, None)
     dataset = load_image_dataset(
         config.dataset_name,
@@ -144,6 +147,8 @@ def load_gan_images(config: GANTrainingConfig, score_shape: tuple[int, ...]) -> 
                 f"{config.data_source}: training on all of them."
             )
         dataset = dataset.subset(config.max_train_samples, config.seed)
+    check_batch_size(dataset, config.train_batch_size)
+    verify_images(dataset, config.dataloader_num_workers, show_progress)
     return dataset
 
 

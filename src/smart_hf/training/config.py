@@ -246,7 +246,10 @@ class GANTrainingConfig:
     ema_inv_gamma: float = option(1.0, "EMA warm-up: 1 − (1 + step/γ)^−power.", above=0)
     ema_power: float = option(0.75, above=0)
     max_nonfinite_steps: int = option(
-        5, "Stop after this many steps in a row with a non-finite loss (such steps are never applied).", min=1
+        5,
+        "Stop after this many steps in a row with a non-finite loss or gradient (such steps are never "
+        "applied), counting steps that compute the same terms together (lazy SMaRt and R1 steps apart).",
+        min=1,
     )
 
     smart: SmartConfig = section(SmartConfig, "smart_", "SMaRt regularizer")

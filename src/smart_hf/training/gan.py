@@ -103,7 +103,7 @@ def train_gan(config: GANTrainingConfig) -> dict:
         batches = build.ToyBatches(toy, config.train_batch_size, config.seed + accelerator.process_index)
         generator, discriminator = build.build_toy_models(config, toy)
     else:
-        dataset = build.load_gan_images(config, score.sample_shape)
+        dataset = build.load_gan_images(config, score.sample_shape, accelerator.is_local_main_process)
         num_classes, sample_shape = dataset.num_classes, dataset.sample_shape
         batches = build.image_batches(
             dataset, config.train_batch_size, config.dataloader_num_workers, seed=config.seed
@@ -174,7 +174,10 @@ def train_gan(config: GANTrainingConfig) -> dict:
         disable=not accelerator.is_local_main_process,
         desc="steps",
     )
-    window, nonfinite_in_a_row = report.LogWindow(), 0
+    window = report.LogWindow()
+    # Non-finite steps in a row, per kind of step (the loss terms it computes): a lazy SMaRt or R1 term that
+    # overflows on each of its steps is caught although the steps between them are fine.
+    nonfinite_in_a_row: dict[frozenset[str], int] = {}
     freeze_step = config.freeze_batch_norm_step
     if freeze_step is not None and start_step > freeze_step:  # resumed after the freeze
         freeze_batch_norm(unwrapped_generator, config.train_batch_size, config.seed, recalibrate=False)
@@ -211,16 +214,17 @@ def train_gan(config: GANTrainingConfig) -> dict:
             logs["smart_weight"] = smart.weight_at(step)
         progress.global_step += 1
         progress_bar.update(1)
+        kind = frozenset(logs)
         if applied and g_applied:
-            nonfinite_in_a_row = 0
+            nonfinite_in_a_row[kind] = 0
         else:
-            nonfinite_in_a_row += 1
+            nonfinite_in_a_row[kind] = count = nonfinite_in_a_row.get(kind, 0) + 1
             progress.nonfinite_steps += 1
             logger.warning(
-                f"Step {step}: non-finite loss, update skipped ({nonfinite_in_a_row} in a row): {logs}"
+                f"Step {step}: non-finite loss or gradient, update skipped ({count} in a row): {logs}"
             )
-            if nonfinite_in_a_row >= config.max_nonfinite_steps:
-                raise RuntimeError(nonfinite_message(nonfinite_in_a_row, step, logs, last_checkpoint))
+            if count >= config.max_nonfinite_steps:
+                raise RuntimeError(nonfinite_message(count, step, logs, last_checkpoint))
         window.add({**logs, "nonfinite_steps": progress.nonfinite_steps})
 
         global_step = progress.global_step
@@ -233,7 +237,7 @@ def train_gan(config: GANTrainingConfig) -> dict:
         if (
             config.checkpointing_steps
             and global_step % config.checkpointing_steps == 0
-            and nonfinite_in_a_row == 0
+            and not any(nonfinite_in_a_row.values())
             and all_finite(accelerator, [generator, discriminator], [optimizer_g, optimizer_d], ema)
         ):
             progress.train_seconds = previous_seconds + time.time() - start_time
@@ -341,8 +345,8 @@ def nonfinite_message(count: int, step: int, logs: dict, last_checkpoint: str | 
         else "No checkpoint was saved (see --checkpointing_steps); start again"
     )
     return (
-        f"Stopping: {count} steps in a row (up to step {step}) had a non-finite loss ({logs}). {resume} "
-        "after lowering the learning rates or lambda (--smart_weight)."
+        f"Stopping: {count} steps in a row (up to step {step}) had a non-finite loss or gradient ({logs}). "
+        f"{resume} after lowering the learning rates or lambda (--smart_weight)."
     )
 
 

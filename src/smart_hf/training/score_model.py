@@ -53,7 +53,7 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 from tqdm.auto import tqdm
 
-from smart_hf.data import ImageDataset, load_image_dataset
+from smart_hf.data import ImageDataset, check_batch_size, load_image_dataset, verify_images
 from smart_hf.image_grid import image_grid
 from smart_hf.models import DCGANDiscriminator, ResNetDiscriminator, ToyDiscriminator
 from smart_hf.models.toy_mlp import MLPNoisePredictor
@@ -86,8 +86,9 @@ def toy_model_and_batches(
 
 
 def image_model_and_batches(
-    config: ScoreModelTrainingConfig,
+    config: ScoreModelTrainingConfig, show_progress: bool = True
 ) -> tuple[UNet2DModel, torch.utils.data.DataLoader]:
+    """The UNet and batches of the images, every one decoded once before training."""
     dataset = load_image_dataset(
         config.dataset_name,
         config.train_data_dir,
@@ -99,6 +100,8 @@ def image_model_and_batches(
         label_column=config.label_column,
         cache_dir=config.cache_dir,
     )
+    check_batch_size(dataset, config.train_batch_size)
+    verify_images(dataset, config.dataloader_num_workers, show_progress)
     batches = build.image_batches(dataset, config.train_batch_size, config.dataloader_num_workers)
     return build_unet(config, dataset), batches
 
@@ -283,7 +286,7 @@ def train_score_model(config: ScoreModelTrainingConfig) -> dict:
         model, batches = toy_model_and_batches(config, accelerator.process_index)
         accelerator.register_for_checkpointing(batches)
     else:
-        model, batches = image_model_and_batches(config)
+        model, batches = image_model_and_batches(config, accelerator.is_local_main_process)
     model_class, model_subfolder = type(model), "score_model" if is_toy else "unet"
     discriminator = build_discriminator(config, model) if config.adversarial else None
     noise_scheduler = DDPMScheduler(
