@@ -41,7 +41,8 @@ lint: setup
 	$(VENV)/bin/ruff check src training benchmarks tests pipelines spaces
 	$(VENV)/bin/ruff format --check src training benchmarks tests pipelines spaces
 
-# A SMaRt GAN on the embedded digits with the shipped digits score model (training/configs/digits.yaml).
+# A SMaRt GAN on the embedded digits with the shipped digits score model (training/configs/digits.yaml); run
+# again, it continues from its latest checkpoint (a finished run is only evaluated and exported again).
 # Threads: the cores the 1-minute load average leaves free (nproc minus the load rounded, at least 1), read
 # before `setup` runs; `make demo DEMO_THREADS=N` overrides. Seconds per step, 300 steps, 1 | 2 threads
 # (2026-12-02, 2-core AMD EPYC CPU): idle (load 0.4-0.9) 0.075-0.080 | 0.055-0.066; one core busy (load
@@ -52,11 +53,12 @@ DEMO_THREADS := $(shell n=$$(nproc); l=$$(awk '{ print int($$1 + 0.5) }' /proc/l
 endif
 demo: setup
 	$(VENV)/bin/accelerate launch --num_cpu_threads_per_process $(DEMO_THREADS) --num_processes 1 --num_machines 1 --mixed_precision no \
-		--dynamo_backend no training/train_smart_gan.py --config training/configs/digits.yaml --output_dir outputs/demo
+		--dynamo_backend no training/train_smart_gan.py --config training/configs/digits.yaml --output_dir outputs/demo \
+		--resume_from_checkpoint latest
 	@echo "Exported pipeline: outputs/demo/pipeline/   samples: outputs/demo/samples.png   metrics: outputs/demo/metrics.json"
 
 benchmark-toy: setup
-	$(PYTHON) benchmarks/toy2d.py
+	$(PYTHON) -m benchmarks.toy2d
 
 # The Gradio Space (spaces/smart_gan_demo) on http://127.0.0.1:7860, with the model `make demo` exports.
 SMART_MODEL ?= outputs/demo

@@ -79,9 +79,12 @@ def read_metrics(run_dir: str) -> dict:
 
 
 def train_in_subprocess(flags: list[str], output_dir: str, single_thread: bool = False) -> dict:
-    """One run of training/train_smart_gan.py in a fresh process: its metrics.json plus the wall time."""
+    """One run of training/train_smart_gan.py in a fresh process (a fresh run: whatever `output_dir` held is
+    deleted): its metrics.json plus the wall time."""
     start = time.time()
-    run_training_script([TRAIN_SCRIPT, *flags, "--output_dir", output_dir], single_thread)
+    run_training_script(
+        [TRAIN_SCRIPT, *flags, "--output_dir", output_dir, "--overwrite_output_dir"], single_thread
+    )
     return {**read_metrics(output_dir), "wall_seconds": time.time() - start}
 
 
@@ -93,7 +96,7 @@ def train_in_process(argv: list[str]) -> dict:
     from smart_hf.training.gan import train_gan
 
     start = time.time()
-    results = train_gan(parse_gan_args(argv))
+    results = train_gan(parse_gan_args([*argv, "--overwrite_output_dir"]))
     return {**results, "wall_seconds": time.time() - start}
 
 
