@@ -397,8 +397,10 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _is_image_folder(path: Path) -> bool:
     """A folder that holds neither a pipeline export nor a generator (which `_load_pipeline` reads)."""
+    from smart_hf.hub import generator_folders
+
     model_files = ["model_index.json"] + [
-        os.path.join(name, "config.json") for name in ("gan", "generator_ema", "generator", "")
+        os.path.join(name, "config.json") for name in generator_folders(path)
     ]
     return path.is_dir() and not any((path / name).is_file() for name in model_files)
 

@@ -282,14 +282,25 @@ def validate_export(folder: str | os.PathLike) -> dict[str, Any]:
     return model_index
 
 
+def generator_folders(path: str | os.PathLike) -> list[str]:
+    """Where a generator may be, in order of preference: `gan/` (an export), `generator_ema/`, `generator/` (a
+    training output folder), the folder itself. When the folder's metrics.json describes a run without an EMA,
+    a `generator_ema/` beside it is not that run's and is skipped."""
+    metrics = Path(path, "metrics.json")
+    used_ema = (
+        json.loads(metrics.read_text()).get("config", {}).get("use_ema", True) if metrics.is_file() else True
+    )
+    return [COMPONENT_NAME, *(["generator_ema"] if used_ema else []), "generator", ""]
+
+
 def load_generator(
     path: str | os.PathLike, subfolder: str | None = None, torch_dtype: torch.dtype | None = None
 ) -> ModelMixin:
     """Load a smart_hf generator from a folder written by `save_pretrained`, found in `subfolder` or else in
-    the first of `gan/` (an export), `generator_ema/`, `generator/` (a training output folder; the EMA weights
-    are preferred) or the folder itself. Only safetensors weights are read."""
+    the first of `generator_folders(path)` (the EMA weights of a training output folder are preferred). Only
+    safetensors weights are read."""
     path = Path(path)
-    candidates = [subfolder] if subfolder is not None else [COMPONENT_NAME, "generator_ema", "generator", ""]
+    candidates = [subfolder] if subfolder is not None else generator_folders(path)
     found = next((name for name in candidates if (path / name / "config.json").is_file()), None)
     if found is None:
         raise ValueError(

@@ -99,6 +99,18 @@ def test_load_the_generator_alone(export, generator_model):
     torch.testing.assert_close(loaded(latents, labels), generator_model(latents, labels))
 
 
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_a_training_folder_loads_the_generator_of_the_run_its_metrics_describe(tmp_path, use_ema):
+    live, averaged = DCGANGenerator(**TINY), DCGANGenerator(**TINY)
+    live.save_pretrained(tmp_path / "generator")
+    averaged.save_pretrained(tmp_path / "generator_ema")  # another run's, when this one kept no EMA
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": {"use_ema": use_ema}}))
+    loaded = hub.load_generator(tmp_path)
+    expected = averaged if use_ema else live
+    for name, parameter in expected.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], parameter), name
+
+
 # Runs in a fresh interpreter, outside the repository, with every import of smart_hf refused.
 WITHOUT_SMART_HF = """
     import sys
