@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import torch
+
 REFUSE_SMART_HF = textwrap.dedent(
     """
     import importlib.abc, sys
@@ -23,7 +25,9 @@ REFUSE_SMART_HF = textwrap.dedent(
 def run_without_smart_hf(script: str, *args: str, tmp_path) -> subprocess.CompletedProcess:
     """`script` (dedented) after the import blocker, offline, in `tmp_path`; fails the test on an error."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
+    # As many threads as this process uses: float sums then match the in-process results exactly.
+    threads = str(torch.get_num_threads())
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS=threads)
     result = subprocess.run(
         [sys.executable, "-c", REFUSE_SMART_HF + textwrap.dedent(script), *args],
         cwd=tmp_path,

@@ -68,13 +68,13 @@ def test_read_metrics(tmp_path):
         common.read_metrics(str(tmp_path / "missing"))
 
 
-def test_train_in_subprocess_runs_the_training_script_with_the_output_dir_last(tmp_path, monkeypatch):
+def test_train_in_subprocess_runs_a_fresh_run_of_the_training_script_in_the_output_dir(tmp_path, monkeypatch):
     script = tmp_path / "train.py"
     script.write_text(FAKE_TRAIN_SCRIPT)
     monkeypatch.setattr(common, "TRAIN_SCRIPT", str(script))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     metrics = common.train_in_subprocess(["--seed", "1"], str(tmp_path / "a"))
-    assert metrics["argv"] == ["--seed", "1", "--output_dir", str(tmp_path / "a")]
+    assert metrics["argv"] == ["--seed", "1", "--output_dir", str(tmp_path / "a"), "--overwrite_output_dir"]
     assert metrics["threads"] is None and metrics["wall_seconds"] > 0
     assert common.train_in_subprocess([], str(tmp_path / "b"), single_thread=True)["threads"] == "1"
 
