@@ -177,3 +177,12 @@ def test_no_checkpoint_is_written_from_a_non_finite_optimizer_state(tmp_path, mo
         train_gan(parse_gan_args([*FLAGS, "--output_dir", str(tmp_path), "--checkpoints_total_limit", "3"]))
     assert sorted(path.name for path in tmp_path.glob("checkpoint-*")) == ["checkpoint-5"]
     assert "not finite: no checkpoint is written" in caplog.text
+
+
+def test_a_run_refused_at_start_up_can_be_started_again(tmp_path):
+    flags = [*FLAGS, "--output_dir", str(tmp_path), "--max_train_steps", "2"]
+    with pytest.raises(ValueError, match="no-such-unet"):  # refused after the folder was claimed
+        train_gan(parse_gan_args([*flags, "--score", "./no-such-unet"]))
+    assert (tmp_path / "run.json").is_file()
+    train_gan(parse_gan_args(flags))  # not "holds the outputs of another run"
+    assert (tmp_path / "generator").is_dir()

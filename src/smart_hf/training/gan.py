@@ -73,6 +73,7 @@ class TrainingProgress:
 
 def train_gan(config: GANTrainingConfig) -> dict:
     """Train, checkpoint, evaluate and export as `config` says; returns the final metrics (main process)."""
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     config.check()
     accelerator = build.make_accelerator(
         config.output_dir, config.logging_dir, config.mixed_precision, config.logger, data_seed=config.seed
@@ -89,7 +90,6 @@ def train_gan(config: GANTrainingConfig) -> dict:
     )
     if last_checkpoint:
         check_checkpoint_timesteps(config, last_checkpoint)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(config.seed, device_specific=True)  # different latents on every process; DDP syncs the weights
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         accelerator.mixed_precision, torch.float32

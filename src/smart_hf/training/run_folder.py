@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from accelerate import Accelerator
 
 RUN_FILE = "run.json"
-# Entries a run leaves in its output folder (besides checkpoint-<step>/ and its .partial form).
+# Entries a run leaves in its output folder (besides checkpoint-<step>/ and its .partial form). run.json alone
+# does not count: a run refused at start-up (bad data, say) leaves only it, and may be started again.
 RUN_OUTPUTS = (
-    RUN_FILE,
     "generator",
     "generator_ema",
     "metrics.json",
@@ -67,7 +67,7 @@ def claim_output_dir(
     outputs = previous_outputs(output_dir)
     if overwrite:
         accelerator.wait_for_everyone()
-        if accelerator.is_main_process and outputs:
+        if accelerator.is_main_process and os.path.isdir(output_dir):
             shutil.rmtree(output_dir)
         outputs = []
     recorded = _recorded_identity(output_dir)
