@@ -2,8 +2,10 @@
 with the multi-step diffusion teacher whose score regularised the generator.
 
 The model is a smart_hf export (a local folder or a Hub id), chosen with the `SMART_MODEL` environment
-variable. It is loaded with `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`, which runs the
-pipeline code shipped in the export, so this app needs torch, diffusers and gradio but not smart_hf.
+variable (on a Space: the Space's variable, which `smart-hf push-space` sets) and, from a smart_hf checkout,
+`outputs/demo` by default. It is loaded with `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`,
+which runs the pipeline code shipped in the export, so this app needs torch, diffusers and gradio but not
+smart_hf.
 
     SMART_MODEL=outputs/demo/pipeline python spaces/smart_gan_demo/app.py
 
@@ -11,14 +13,13 @@ The generation logic is plain functions (`load_model`, `generate`, `interpolate`
 `build_demo` wraps them in the UI and turns bad input into messages on the page.
 """
 
+import importlib.util
 import json
 import logging
 import math
 import os
 import random
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
@@ -36,7 +37,11 @@ logger = logging.getLogger(__name__)
 
 MODEL_ENV = "SMART_MODEL"
 TEACHER_ENV = "SMART_TEACHER"  # overrides the teacher named in smart_hf.json, e.g. with a Hub id
-HUB_MODEL = "smart-hf/smart-gan-digits"  # the Space's model, also named by `models:` in README.md
+NO_MODEL = (
+    f"No model chosen: set the Space variable {MODEL_ENV} to the Hub id of a smart_hf export (Settings → "
+    "Variables and secrets, then restart the Space), or deploy with "
+    "`smart-hf push-space <space id> --model <model id>`."
+)
 # `make demo` trains into outputs/demo and exports the pipeline to its pipeline/ subfolder.
 LOCAL_DEMO_MODEL = Path(__file__).resolve().parents[2] / "outputs" / "demo"
 METADATA_NAME = "smart_hf.json"
@@ -60,7 +65,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 THEME = gr.themes.Soft(
     font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
 )
-CSS = "#gallery img, #strip img { image-rendering: pixelated; }"
+CSS = "#gallery img, #strip img, #grid img { image-rendering: pixelated; }"
 
 
 @dataclass
@@ -95,14 +100,14 @@ class LoadedModel:
         return self.pipeline.gan.config.latent_dim
 
 
-def default_model() -> str:
-    """`SMART_MODEL`, else the model `make demo` writes when this file runs from the smart_hf repository,
-    else the Space's Hub model."""
+def default_model() -> str | None:
+    """`SMART_MODEL`, else the model `make demo` writes when this file runs from the smart_hf repository, else
+    None: a deployed Space names its model only by its variable, as no model is the same for every Space."""
     if os.environ.get(MODEL_ENV):
         return os.environ[MODEL_ENV]
     if Path(__file__).resolve().parent.parent.name == "spaces":
         return str(LOCAL_DEMO_MODEL)
-    return HUB_MODEL
+    return None
 
 
 def resolve_model_path(path: str | os.PathLike) -> str:
@@ -129,9 +134,9 @@ def resolve_model_path(path: str | os.PathLike) -> str:
 def load_model(path: str | os.PathLike, teacher: str | None = None) -> LoadedModel:
     """Load a one-step pipeline (a smart_hf export) from a folder or the Hub, without smart_hf installed.
 
-    The teacher is `teacher` if given, else the score model that the export's smart_hf.json names. A teacher
-    that does not load is not an error: the model still generates, and `teacher_status` says why there is no
-    comparison.
+    The teacher is `teacher` if given, else the one the export's smart_hf.json names (`metadata_teacher`). A
+    teacher that does not load is not an error: the model still generates, and `teacher_status` says why there
+    is no comparison.
     """
     source = resolve_model_path(path)
     try:
@@ -144,7 +149,7 @@ def load_model(path: str | os.PathLike, teacher: str | None = None) -> LoadedMod
     if gan is None or "latent_dim" not in gan.config:
         raise ValueError(f"`{source}` is not a smart_hf one-step pipeline: it has no `gan` image generator.")
     model = LoadedModel(pipeline=pipeline.to(DEVICE), source=source, metadata=_read_metadata(source))
-    teacher = teacher or model.metadata.get("score_model")
+    teacher = teacher or metadata_teacher(model.metadata)
     if not teacher:
         model.teacher_status = f"the model's {METADATA_NAME} names no teacher score model."
         return model
@@ -153,6 +158,23 @@ def load_model(path: str | os.PathLike, teacher: str | None = None) -> LoadedMod
     except ValueError as error:
         model.teacher_status = str(error)
     return model
+
+
+def metadata_teacher(metadata: dict[str, Any]) -> str | None:
+    """The teacher a smart_hf.json names, never by a local path: a Hub id, or the folder name of a local
+    teacher (`score_model_source` "local", found only beside the model or the working directory) or of one
+    shipped with smart_hf ("smart_hf": taken from the installed smart_hf when there is one, e.g. for
+    `make space`; a Space has none)."""
+    name = metadata.get("score_model")
+    if (
+        name
+        and metadata.get("score_model_source") == "smart_hf"
+        and (spec := importlib.util.find_spec("smart_hf"))
+    ):
+        shipped = Path(spec.submodule_search_locations[0], "assets", "score_models", name)
+        if shipped.is_dir():
+            return str(shipped)
+    return name
 
 
 def load_teacher(name: str, relative_to: str | None = None) -> Teacher:
@@ -165,7 +187,10 @@ def load_teacher(name: str, relative_to: str | None = None) -> Teacher:
     root = next((path for path in candidates if path.is_dir()), None)
     if root is None:
         if not _is_hub_id(name):
-            raise ValueError(f"The teacher `{name}` is neither a folder here nor a Hub id.")
+            raise ValueError(
+                f"The teacher `{name}` is neither a folder here nor a Hub id; set {TEACHER_ENV} to its "
+                "Hub id."
+            )
         try:
             root = Path(snapshot_download(name, allow_patterns=TEACHER_ALLOW_PATTERNS))
         except Exception as error:
@@ -245,13 +270,14 @@ def compare_with_teacher(
     if model.teacher is None:
         raise ValueError(f"No teacher to compare with: {model.teacher_status}")
     num_images = _check_int("number of images", num_images, 1, MAX_TEACHER_IMAGES)
+    seed = _check_int("seed", seed, 0, MAX_SEED)
     num_steps = _check_int("number of teacher steps", num_steps, 1, MAX_TEACHER_STEPS)
-    if scheduler not in TEACHER_SCHEDULERS:
+    if not isinstance(scheduler, str) or scheduler not in TEACHER_SCHEDULERS:
         raise ValueError(f"Unknown sampler {scheduler!r}; choose one of {sorted(TEACHER_SCHEDULERS)}.")
     images, one_step_seconds = _generate_timed(model, num_images, seed, class_label, truncation)
     label = parse_class_label(class_label, model.num_classes)
     teacher_images, teacher_seconds = sample_teacher(
-        model.teacher, num_images, int(seed), scheduler, num_steps, label
+        model.teacher, num_images, seed, scheduler, num_steps, label
     )
     timings = {"one_step": one_step_seconds, "teacher": teacher_seconds}
     return image_grid(images), image_grid(teacher_images), timings
@@ -359,10 +385,18 @@ def speed_summary(timings: dict[str, float], num_images: int, scheduler: str, nu
 
 
 def build_demo(model_path: str | os.PathLike | None = None, teacher: str | None = None) -> gr.Blocks:
-    """The Space's UI for the model at `model_path` (default: `default_model()`). When the model does not
-    load, the page says why and every button answers with that message."""
+    """The Space's UI for the model at `model_path` (default: `default_model()`). When no model loads, the
+    page says why and every button answers with that message.
+
+    Events skip Gradio's preprocessing (`preprocess=False`), which fails on a non-numeric API input with a
+    traceback and a generic error: the raw values reach the checks of the generation functions, whose
+    messages the caller sees. Images go back to Gradio as PIL images, so the only files are Gradio's cached
+    copies, which `delete_cache` removes.
+    """
     model_path = os.fspath(model_path) if model_path is not None else default_model()
     try:
+        if model_path is None:
+            raise ValueError(NO_MODEL)
         model: LoadedModel | None = load_model(model_path, teacher=teacher)
         load_error, status = "", _describe(model)
     except ValueError as error:
@@ -370,24 +404,19 @@ def build_demo(model_path: str | os.PathLike | None = None, teacher: str | None 
         status = f"**No model loaded.** {error}"
         logger.warning(load_error)
     num_classes = model.num_classes if model else 0
-    grid_dir = Path(tempfile.mkdtemp(prefix="smart_gan_demo_"))
 
     def loaded() -> LoadedModel:
         if model is None:
-            raise gr.Error(load_error)
+            raise gr.Error(load_error, print_exception=False)
         return model
 
     @_show_errors
     def on_generate(
         num_images: float, seed: float, class_label: str, truncation: float
-    ) -> tuple[list[Image.Image], str, str]:
+    ) -> tuple[list[Image.Image], Image.Image, str]:
         images, seconds = _generate_timed(loaded(), num_images, seed, class_label, truncation)
-        grid_path = grid_dir / uuid.uuid4().hex / f"smart-gan-seed{seed:.0f}.png"
-        grid_path.parent.mkdir()
-        image_grid(images).save(grid_path)
-        gallery = [upscale(image) for image in images]
         timing = f"{len(images)} images in **{seconds * 1000:.1f} ms** (one forward pass on {DEVICE.type})"
-        return gallery, str(grid_path), timing
+        return [upscale(image) for image in images], image_grid(images), timing
 
     @_show_errors
     def on_interpolate(
@@ -399,10 +428,12 @@ def build_demo(model_path: str | os.PathLike | None = None, teacher: str | None 
     def on_compare(
         num_images: float, seed: float, class_label: str, truncation: float, scheduler: str, num_steps: float
     ) -> tuple[Image.Image, Image.Image, str]:
+        num_images = _check_int("number of images", num_images, 1, MAX_TEACHER_IMAGES)
+        num_steps = _check_int("number of teacher steps", num_steps, 1, MAX_TEACHER_STEPS)
         one_step, multi_step, timings = compare_with_teacher(
             loaded(), num_images, seed, class_label, truncation, scheduler, num_steps
         )
-        return one_step, multi_step, speed_summary(timings, int(num_images), scheduler, int(num_steps))
+        return one_step, multi_step, speed_summary(timings, num_images, scheduler, num_steps)
 
     with gr.Blocks(title="SMaRt one-step generator", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
@@ -436,7 +467,10 @@ def build_demo(model_path: str | os.PathLike | None = None, teacher: str | None 
                     gallery = gr.Gallery(
                         label="Samples", columns=8, height="auto", format="png", elem_id="gallery"
                     )
-                    grid_file = gr.File(label="Download the grid (PNG)", elem_id="grid-file")
+                    with gr.Accordion("The grid, to download (PNG)", open=False):
+                        grid = gr.Image(
+                            label="Grid", type="pil", format="png", buttons=["download"], elem_id="grid"
+                        )
                 with gr.Tab("Interpolate"):
                     with gr.Row():
                         seed_b = gr.Number(
@@ -468,6 +502,7 @@ def build_demo(model_path: str | os.PathLike | None = None, teacher: str | None 
                             [num_images, seed, class_label, truncation, scheduler, num_steps],
                             [one_step_grid, teacher_grid, speed],
                             api_name="compare",
+                            preprocess=False,
                             # Multi-step sampling can take minutes on a CPU: one at a time, in its own
                             # queue, so that it never holds up one-step generation.
                             concurrency_limit=1,
@@ -478,13 +513,19 @@ def build_demo(model_path: str | os.PathLike | None = None, teacher: str | None 
                         gr.Markdown(f"No side-by-side with the teacher: {reason}", elem_id="teacher-status")
 
         generate_inputs = [num_images, seed, class_label, truncation]
-        generate_outputs = [gallery, grid_file, timing]
-        generate_button.click(on_generate, generate_inputs, generate_outputs, api_name="generate")
+        generate_outputs = [gallery, grid, timing]
+        generate_button.click(
+            on_generate, generate_inputs, generate_outputs, api_name="generate", preprocess=False
+        )
         random_seed.click(
             lambda: random.randint(0, MAX_SEED), None, seed, api_name="random_seed", queue=False
-        ).then(on_generate, generate_inputs, generate_outputs, api_visibility="private")
+        ).then(on_generate, generate_inputs, generate_outputs, api_visibility="private", preprocess=False)
         interpolate_button.click(
-            on_interpolate, [seed, seed_b, num_frames, class_label, truncation], strip, api_name="interpolate"
+            on_interpolate,
+            [seed, seed_b, num_frames, class_label, truncation],
+            strip,
+            api_name="interpolate",
+            preprocess=False,
         )
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=MAX_QUEUE_SIZE)
     return demo
@@ -591,16 +632,18 @@ def _show_errors(function: Callable) -> Callable:
             return function(*args)
         except gr.Error:
             raise
-        except ValueError as error:
-            raise gr.Error(str(error)) from error
+        except ValueError as error:  # bad input: the message says what to change, a traceback adds nothing
+            raise gr.Error(str(error), print_exception=False) from error
         except Exception as error:
-            logger.exception("Generation failed")
-            raise gr.Error(f"Generation failed: {type(error).__name__}: {error}") from error
+            logger.exception("Generation failed")  # the traceback, once
+            raise gr.Error(
+                f"Generation failed: {type(error).__name__}: {error}", print_exception=False
+            ) from error
 
     return wrapper
 
 
-demo = build_demo(teacher=os.environ.get(TEACHER_ENV))
+demo = build_demo(teacher=os.environ.get(TEACHER_ENV) or None)
 
 if __name__ == "__main__":
     demo.launch(theme=THEME, css=CSS)

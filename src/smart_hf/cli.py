@@ -5,6 +5,7 @@
     smart-hf export <training output or generator folder> --out <export folder>
     smart-hf push <export folder> --repo-id <user/name>
     smart-hf evaluate <model as for generate, or image folder> --reference digits --metric fd_digits
+    smart-hf push-space <user/space> --model <user/model> [--teacher <user/teacher>] [--private]
 
 Each subcommand is a `Command` in `COMMANDS`: a name, a one-line help, a function that adds its arguments and
 a function that runs it. Adding a subcommand means adding one entry.
@@ -16,9 +17,13 @@ imports what it needs.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -433,6 +438,114 @@ def run_evaluate(args: argparse.Namespace) -> None:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
 
 
+# The Gradio Space of a smart_hf checkout, and the only files a deploy uploads: the app, its pinned
+# requirements and its card. Anything else in the folder (caches, local outputs, a .env) stays here.
+SPACE_FOLDER = Path(__file__).resolve().parents[2] / "spaces" / "smart_gan_demo"
+SPACE_FILES = ("README.md", "app.py", "requirements.txt")
+# The Space's variables the app reads (MODEL_ENV and TEACHER_ENV in its app.py).
+SPACE_MODEL_VARIABLE = "SMART_MODEL"
+SPACE_TEACHER_VARIABLE = "SMART_TEACHER"
+
+
+def _push_space_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("space_repo_id", help="Hub Space to create or update, e.g. user/smart-gan-demo.")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="Hub id of the smart_hf export the Space serves (pushed with `smart-hf push`); set as the "
+        f"Space variable {SPACE_MODEL_VARIABLE}. A private model needs an HF_TOKEN secret on the Space.",
+    )
+    parser.add_argument(
+        "--teacher",
+        help=f"Hub id of the teacher score model for the side-by-side, set as {SPACE_TEACHER_VARIABLE} "
+        "(default: the teacher the model's smart_hf.json names, when that is a Hub id).",
+    )
+    parser.add_argument("--private", action="store_true", help="Create the Space as private.")
+    parser.add_argument("--token", help="Hub token (default: the token of `hf auth login` or HF_TOKEN).")
+    parser.add_argument(
+        "--space-dir",
+        type=Path,
+        default=SPACE_FOLDER,
+        help="The Space's folder (default: spaces/smart_gan_demo of this smart_hf checkout).",
+    )
+
+
+def space_files(folder: Path) -> list[Path]:
+    """The files of `SPACE_FILES` in `folder`; a `ValueError` when one is missing or is a symlink, which an
+    upload would follow to whatever it points at."""
+    if not folder.is_dir():
+        raise ValueError(
+            f"No Space folder at {folder}; pass --space-dir <smart_hf checkout>/spaces/smart_gan_demo."
+        )
+    files = [folder / name for name in SPACE_FILES]
+    for path in files:
+        if path.is_symlink() or not path.is_file():
+            problem = "a symlink" if path.is_symlink() else "missing"
+            raise ValueError(f"{path} is {problem}: the Space needs it as a regular file.")
+    return files
+
+
+def run_push_space(args: argparse.Namespace) -> None:
+    """Create or update the Space: check that its models are on the Hub, set its variables, then upload a
+    staged copy of exactly `SPACE_FILES` whose card names the models it uses."""
+    import huggingface_hub
+    from huggingface_hub.utils import HFValidationError
+
+    files = space_files(args.space_dir)
+    models = [args.model, *([args.teacher] if args.teacher else [])]
+    try:
+        for repo_id in models:
+            try:
+                found = huggingface_hub.repo_exists(repo_id, token=args.token)
+            except HFValidationError:  # not a Hub id: a local path, for instance
+                found = False
+            if not found:
+                raise ValueError(
+                    f"{repo_id} is not a model on the Hub: the Space loads its models from there (push an "
+                    "export with `smart-hf push <folder> --repo-id <id>`)."
+                )
+        space = huggingface_hub.create_repo(
+            args.space_repo_id,
+            repo_type="space",
+            space_sdk="gradio",
+            private=args.private,
+            token=args.token,
+            exist_ok=True,
+        ).repo_id
+        variables = {SPACE_MODEL_VARIABLE: args.model, SPACE_TEACHER_VARIABLE: args.teacher}
+        existing = huggingface_hub.get_space_variables(space, token=args.token)
+        for key, value in variables.items():
+            if value:
+                huggingface_hub.add_space_variable(space, key, value, token=args.token)
+            elif key in existing:  # a teacher of an earlier deploy would override the model's own
+                huggingface_hub.delete_space_variable(space, key, token=args.token)
+        with tempfile.TemporaryDirectory() as staging:
+            for path in files:
+                shutil.copyfile(path, Path(staging) / path.name)
+            card = huggingface_hub.SpaceCard.load(args.space_dir / "README.md")
+            card.data.models = models
+            card.save(Path(staging) / "README.md")
+            commit = huggingface_hub.upload_folder(
+                repo_id=space,
+                repo_type="space",
+                folder_path=staging,
+                commit_message=f"Deploy the SMaRt demo of {args.model}",
+                token=args.token,
+            )
+    except _hub_transport_errors() as error:  # no network, DNS, proxy, time-out
+        raise OSError(
+            f"Cannot reach the Hub to deploy {args.space_repo_id} ({error}); check the network, then retry."
+        ) from None
+    print(f"Deployed {args.model} to https://huggingface.co/spaces/{space} ({commit.commit_url})")
+
+
+def _hub_transport_errors() -> tuple[type[Exception], ...]:
+    """Transport errors of the HTTP clients huggingface_hub may use (httpx; httpx2 from its version 2 on),
+    which, unlike its HTTP errors, are no `OSError`."""
+    names = [name for name in ("httpx", "httpx2") if importlib.util.find_spec(name)]
+    return tuple(importlib.import_module(name).TransportError for name in names)
+
+
 COMMANDS = [
     Command(
         "generate",
@@ -452,6 +565,12 @@ COMMANDS = [
         "Score generated images against a reference: Fréchet distances, precision and recall.",
         _evaluate_arguments,
         run_evaluate,
+    ),
+    Command(
+        "push-space",
+        "Deploy the Gradio demo Space for a model on the Hub (files, card and variables).",
+        _push_space_arguments,
+        run_push_space,
     ),
 ]
 
