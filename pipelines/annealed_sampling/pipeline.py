@@ -105,6 +105,14 @@ class AnnealedSamplingPipeline(DiffusionPipeline):
         scheduler ([`AnnealedScoreScheduler`]):
             An `AnnealedLangevinScheduler` or a `ConsistentAnnealedSamplingScheduler` on the UNet's noise
             schedule: build it from the UNet's DDPM scheduler config.
+
+    `save_pretrained` writes a diffusers folder whose `model_index.json` names the UNet `["diffusers",
+    "UNet2DModel"]` and the scheduler by its smart_hf module (`["smart_hf.schedulers.scheduling_annealed",
+    "<Class>"]`); `AnnealedSamplingPipeline.from_pretrained(folder)` loads it back (with `dtype`, `variant`,
+    `device_map`, ... as any diffusers pipeline) where smart_hf is installed. It is not Hub remote code, and
+    `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` does not load it: remote code runs
+    without smart_hf, so this file would need its own copies of the schedulers (and of `ScoreFunction`), a
+    second source of classes that smart_hf already defines.
     """
 
     model_cpu_offload_seq = "unet"

@@ -2,7 +2,8 @@
 
 An export loads three ways: `SmartOneStepPipeline.from_pretrained(folder)` with smart_hf installed,
 `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` without it, and the generator alone with
-`<GeneratorClass>.from_pretrained(folder, subfolder="gan")`. Its layout:
+`<GeneratorClass>.from_pretrained(folder, subfolder="gan")`. `SmartOneStepPipeline.save_pretrained` writes its
+first five entries (so a saved pipeline loads the same ways); the export adds the last three. Its layout:
 
     model_index.json   {"_class_name": ["pipeline", "SmartOneStepPipeline"], "gan": ["<module>", "<Class>"]}
                        and `_smart_hf_library`: the smart_hf class of each component
@@ -14,17 +15,13 @@ An export loads three ways: `SmartOneStepPipeline.from_pretrained(folder)` with 
     README.md          model card
 """
 
-import ast
 import importlib
-import inspect
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
-import diffusers
 import torch
 from diffusers.models.modeling_utils import ModelMixin
 from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
@@ -34,13 +31,11 @@ from PIL import Image
 from smart_hf import __version__, models
 from smart_hf.image_grid import image_grid
 from smart_hf.pipelines import SmartOneStepPipeline
-from smart_hf.pipelines.smart_one_step.pipeline import GENERATOR_CONFIG_FIELDS
+from smart_hf.pipelines.smart_one_step.pipeline import GENERATOR_CONFIG_FIELDS, remote_code_source
 
 COMPONENT_NAME = "gan"
-DISCRIMINATOR_NAME = "discriminator"
 METADATA_NAME = "smart_hf.json"
 SAMPLES_NAME = "samples.png"
-PIPELINE_SOURCE = Path(inspect.getsourcefile(SmartOneStepPipeline))
 # Never uploaded: training state (optimizer, RNG, checkpoints), logs, pickles and anything secret.
 PUSH_IGNORE_PATTERNS = [
     "checkpoint-*",
@@ -69,7 +64,6 @@ PUSH_IGNORE_PATTERNS = [
     "*/__pycache__/*",
     "*.pyc",
 ]
-_MODEL_IMPORTS = {"torch", "diffusers"}
 
 
 def export_pipeline(
@@ -106,27 +100,14 @@ def export_pipeline(
     Returns:
         The export folder.
     """
-    components = {COMPONENT_NAME: generator_model}
-    sources = {COMPONENT_NAME: _check_generator(generator_model)}
+    _check_generator(generator_model)
     if discriminator_model is not None:
-        components[DISCRIMINATOR_NAME] = discriminator_model
-        sources[DISCRIMINATOR_NAME] = _check_discriminator(discriminator_model, generator_model)
+        _check_discriminator(discriminator_model, generator_model)
     output_dir = _prepare_output_dir(Path(output_dir), overwrite)
-    class_name = type(generator_model).__name__
-    model_index = {
-        "_class_name": ["pipeline", SmartOneStepPipeline.__name__],
-        "_diffusers_version": diffusers.__version__,
-        "_smart_hf_library": {},
-    }
-    for name, model in components.items():
-        source = sources[name]
-        model.save_pretrained(output_dir / name, safe_serialization=True)
-        shutil.copyfile(source, output_dir / name / source.name)
-        model_index["_smart_hf_library"][name] = [type(model).__module__, type(model).__name__]
-        model_index[name] = [source.stem, type(model).__name__]
-    shutil.copyfile(PIPELINE_SOURCE, output_dir / "pipeline.py")
-    _write_json(output_dir / SmartOneStepPipeline.config_name, model_index)
+    pipeline = SmartOneStepPipeline(gan=generator_model, discriminator=discriminator_model)
+    pipeline.save_pretrained(output_dir)
 
+    class_name = type(generator_model).__name__
     config = generator_model.config
     _write_json(
         output_dir / METADATA_NAME,
@@ -142,7 +123,7 @@ def export_pipeline(
     )
     has_samples = num_samples > 0
     if has_samples:
-        _sample_grid(generator_model, num_samples, seed).save(output_dir / SAMPLES_NAME)
+        _sample_grid(pipeline, num_samples, seed).save(output_dir / SAMPLES_NAME)
     card = model_card(
         generator_model,
         score_model=score_model,
@@ -319,22 +300,22 @@ def load_generator(
     )
 
 
-def _check_generator(generator_model: ModelMixin) -> Path:
-    """Refuse what the export could not load back; returns the model's source file."""
+def _check_generator(generator_model: ModelMixin) -> None:
+    """Refuse what the export could not load back, before an earlier export is replaced."""
     _check_model_mixin(generator_model, "generator")
     missing = [field for field in GENERATOR_CONFIG_FIELDS if field not in generator_model.config]
     if missing:
         raise ValueError(
             f"{type(generator_model).__name__} is not an image generator: its config lacks {missing}."
         )
-    return _model_source(generator_model)
+    _check_model_source(generator_model)
 
 
-def _check_discriminator(discriminator_model: ModelMixin, generator_model: ModelMixin) -> Path:
-    """Refuse a discriminator the pipeline could not use with the generator; returns its source file."""
+def _check_discriminator(discriminator_model: ModelMixin, generator_model: ModelMixin) -> None:
+    """Refuse a discriminator the pipeline could not use with the generator."""
     _check_model_mixin(discriminator_model, "discriminator")
     SmartOneStepPipeline(gan=generator_model, discriminator=discriminator_model)  # checks that they fit
-    return _model_source(discriminator_model)
+    _check_model_source(discriminator_model)
 
 
 def _check_model_mixin(model: Any, role: str) -> None:
@@ -345,26 +326,13 @@ def _check_model_mixin(model: Any, role: str) -> None:
         )
 
 
-def _model_source(model: ModelMixin) -> Path:
-    """The model's self-contained smart_hf source file, which the export ships."""
+def _check_model_source(model: ModelMixin) -> None:
+    """An export loads with `SmartOneStepPipeline.from_pretrained` too, which builds smart_hf classes only;
+    and the source file `save_pretrained` ships must run without smart_hf."""
     module = type(model).__module__
     if not module.startswith("smart_hf."):
         raise ValueError(f"Only smart_hf model classes can be exported, got {module}.{type(model).__name__}.")
-    source = Path(inspect.getsourcefile(type(model)))
-    tree = ast.parse(source.read_text(), filename=str(source))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            raise ValueError(f"{source} uses a relative import; exported model files must be self-contained.")
-        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-        names += [node.module] if isinstance(node, ast.ImportFrom) else []
-        for name in names:
-            top = name.split(".")[0]
-            if top not in _MODEL_IMPORTS and top not in sys.stdlib_module_names:
-                raise ValueError(
-                    f"{source} imports {name}; exported model files may import only torch, diffusers and the "
-                    "standard library, as they run without smart_hf."
-                )
-    return source
+    remote_code_source(type(model))
 
 
 def _prepare_output_dir(output_dir: Path, overwrite: bool) -> Path:
@@ -379,21 +347,15 @@ def _prepare_output_dir(output_dir: Path, overwrite: bool) -> Path:
     return output_dir
 
 
-def _sample_grid(generator_model: ModelMixin, num_samples: int, seed: int) -> Image.Image:
-    """Sample grid in eval mode (restoring the model's mode); a class-conditional generator with at most 16
+def _sample_grid(pipeline: SmartOneStepPipeline, num_samples: int, seed: int) -> Image.Image:
+    """Sample grid (the pipeline runs its models in eval mode); a class-conditional generator with at most 16
     classes gets one class per column."""
-    was_training = generator_model.training
-    generator_model.eval()
-    try:
-        pipeline = SmartOneStepPipeline(gan=generator_model)
-        num_classes = pipeline.num_classes
-        by_column = 0 < num_classes <= 16
-        labels = [index % num_classes for index in range(num_samples)] if by_column else None
-        images = pipeline(
-            batch_size=num_samples, class_labels=labels, generator=torch.Generator().manual_seed(seed)
-        ).images
-    finally:
-        generator_model.train(was_training)
+    num_classes = pipeline.num_classes
+    by_column = 0 < num_classes <= 16
+    labels = [index % num_classes for index in range(num_samples)] if by_column else None
+    images = pipeline(
+        batch_size=num_samples, class_labels=labels, generator=torch.Generator().manual_seed(seed)
+    ).images
     return image_grid(images, num_columns=num_classes if by_column else None)
 
 

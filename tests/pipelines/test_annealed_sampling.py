@@ -1,6 +1,7 @@
 """ALS and CAS schedulers and their pipeline: consistency of CAS's noise level, moments of a sampled mixture,
 the VP → VE conversion, the diffusers API and errors on bad input."""
 
+import json
 import math
 from pathlib import Path
 
@@ -173,6 +174,38 @@ def test_pipeline_save_and_load_keeps_the_scheduler(tmp_path):
     loaded = AnnealedSamplingPipeline.from_pretrained(tmp_path)
     assert isinstance(loaded.scheduler, AnnealedLangevinScheduler)
     assert loaded.scheduler.config.sigma_max == 10.0
+
+
+def test_pipeline_save_and_load_round_trip(tmp_path):
+    """With smart_hf installed, a saved pipeline loads back (a variant, in a dtype) with the same scheduler
+    and makes the same images. Its folder names the scheduler by its smart_hf module and ships no code: it is
+    not Hub remote code."""
+    scheduler = ConsistentAnnealedSamplingScheduler.from_pretrained(
+        DIGITS_UNET, subfolder="scheduler", sigma_max=10.0, use_eds=True
+    )
+    pipeline = AnnealedSamplingPipeline.from_pretrained(DIGITS_UNET, scheduler=scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    expected = pipeline(num_inference_steps=2, generator=seeded(), output_type="np").images
+    pipeline.save_pretrained(tmp_path, variant="fp16")
+    model_index = json.loads((tmp_path / "model_index.json").read_text())
+    assert model_index["scheduler"] == [
+        "smart_hf.schedulers.scheduling_annealed",
+        "ConsistentAnnealedSamplingScheduler",
+    ]
+    assert not list(tmp_path.rglob("*.py"))
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+
+    loaded = AnnealedSamplingPipeline.from_pretrained(tmp_path, variant="fp16", dtype=torch.float32)
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.scheduler) is ConsistentAnnealedSamplingScheduler
+    public = [key for key in scheduler.config if not key.startswith("_")]
+    assert {key: loaded.scheduler.config[key] for key in public} == {
+        key: scheduler.config[key] for key in public
+    }
+    for name, parameter in loaded.unet.state_dict().items():
+        assert torch.equal(parameter, pipeline.unet.state_dict()[name]), name
+    images = loaded(num_inference_steps=2, generator=seeded(), output_type="np").images
+    np.testing.assert_allclose(images, expected, rtol=0, atol=1e-4)  # memory-mapped weights: float rounding
 
 
 def test_pipeline_with_an_explicit_ladder_and_als():

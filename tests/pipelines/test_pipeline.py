@@ -1,7 +1,9 @@
-"""SmartOneStepPipeline: outputs, reproducibility, truncation, dtypes, devices and input errors."""
+"""SmartOneStepPipeline: outputs, reproducibility, truncation, dtypes, devices, eval mode, its docstring
+example and input errors. diffusers' generic pipeline checks are in test_diffusers_checks.py."""
 
 import ast
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -12,8 +14,9 @@ import torch
 from diffusers import ImagePipelineOutput
 
 import smart_hf
-from smart_hf.models import DCGANGenerator, ResNetGenerator, ToyGenerator
+from smart_hf.models import DCGANGenerator, ResNetDiscriminator, ResNetGenerator, ToyGenerator
 from smart_hf.pipelines import SmartOneStepPipeline
+from tests.helpers_without_smart_hf import run_without_smart_hf
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}
@@ -129,6 +132,57 @@ def test_half_precision_on_cpu():
     np.testing.assert_allclose(half, reference, atol=2e-2)  # same latents and labels, float16 rounding
 
 
+def test_models_run_in_eval_mode_and_keep_their_mode():
+    """Models still in training mode (e.g. shared with a training loop) run in eval mode: BatchNorm uses its
+    running statistics, so an image does not depend on the rest of its batch, and no buffer changes (nor
+    spectral norm's power-iteration vectors); each model is back in training mode after the call."""
+    torch.manual_seed(0)
+    gan = ResNetGenerator(num_classes=3, **TINY).train()
+    discriminator = ResNetDiscriminator(
+        num_classes=3, resolution=8, base_channels=4, max_channel_multiplier=2
+    ).train()
+    pipe = SmartOneStepPipeline(gan=gan, discriminator=discriminator)
+    buffers = {
+        (role, name): buffer.clone()
+        for role, model in pipe.components.items()
+        for name, buffer in model.named_buffers()
+    }
+    latents, labels = torch.randn(4, 8), [0, 1, 2, 0]
+    kwargs = {"refine_steps": 2, "output_type": "np"}
+    batch = pipe(batch_size=4, latents=latents, class_labels=labels, **kwargs).images
+    single = pipe(batch_size=1, latents=latents[:1], class_labels=labels[:1], **kwargs).images
+    np.testing.assert_allclose(batch[:1], single, atol=1e-6)
+    assert gan.training and discriminator.training
+    for (role, name), buffer in buffers.items():
+        assert torch.equal(dict(pipe.components[role].named_buffers())[name], buffer), (role, name)
+    evaluated = SmartOneStepPipeline(gan=gan.eval(), discriminator=discriminator.eval())
+    np.testing.assert_array_equal(
+        evaluated(batch_size=4, latents=latents, class_labels=labels, **kwargs).images, batch
+    )
+    with torch.no_grad():  # what the call would give in training mode: images that depend on the batch
+        gan.train()
+        in_batch, alone = gan(latents, torch.tensor(labels))[:1], gan(latents[:1], torch.tensor(labels[:1]))
+    assert not torch.allclose(in_batch, alone, atol=1e-3)
+
+
+def test_call_docstring_example_runs(tmp_path):
+    """The example of `__call__`'s docstring runs as written (its folder replaced by a saved pipeline) where
+    smart_hf cannot be imported."""
+    docstring = SmartOneStepPipeline.__call__.__doc__
+    example = re.search(r"Examples:\s*```py\n(.*?)```", docstring, re.DOTALL)
+    assert example, "no `Examples:` block (diffusers' EXAMPLE_DOC_STRING convention)"
+    code = "\n".join(
+        line.strip()[4:] for line in example.group(1).splitlines() if line.strip().startswith(">>>")
+    )
+    assert '"path/to/smart-gan"' in code
+    make_pipeline().save_pretrained(tmp_path / "export")
+    run_without_smart_hf(
+        code.replace('"path/to/smart-gan"', "sys.argv[1]"), str(tmp_path / "export"), tmp_path=tmp_path
+    )
+    with PIL.Image.open(tmp_path / "sample.png") as image:
+        assert image.size == (8, 8)
+
+
 def test_to_device(pipe):
     assert pipe.to("cpu") is pipe
     assert pipe._execution_device == torch.device("cpu")
@@ -188,11 +242,12 @@ def test_refuses_a_generator_that_is_not_an_image_generator():
 
 
 def test_pipeline_file_imports_only_what_the_hub_has():
-    """pipeline.py runs as remote code without smart_hf: torch, diffusers, numpy, PIL and the stdlib only."""
+    """pipeline.py runs as remote code without smart_hf: diffusers, what diffusers depends on (torch,
+    huggingface_hub, numpy, PIL) and the stdlib only."""
     tree = ast.parse(Path(inspect.getsourcefile(SmartOneStepPipeline)).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    allowed = {"torch", "diffusers", "numpy", "PIL", *sys.stdlib_module_names}
+    allowed = {"torch", "diffusers", "huggingface_hub", "numpy", "PIL", *sys.stdlib_module_names}
     assert {name.split(".")[0] for name in imported} <= allowed
 
 

@@ -187,8 +187,8 @@ def test_refuses_to_import_modules_outside_smart_hf(export, tmp_path):
 
 
 def test_refuses_unexpected_keyword_arguments(export):
-    with pytest.raises(ValueError, match=r"Unexpected keyword arguments .*\['device_map'\]"):
-        SmartOneStepPipeline.from_pretrained(export, device_map="auto")
+    with pytest.raises(ValueError, match=r"Unexpected keyword arguments .*\['use_onnx'\]"):
+        SmartOneStepPipeline.from_pretrained(export, use_onnx=True)
 
 
 def test_passed_components_are_used(export):
