@@ -124,13 +124,15 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def recorded_teacher(model: str) -> str | None:
-    """The score model a training run or an export records (`smart_hf.json`, or a run's metrics.json)."""
+    """The score model a training run records in its metrics.json (in `model`, or above it when `model` is the
+    run's pipeline/ export), else the one an export's `smart_hf.json` names: a Hub id, or only the folder
+    name of a local teacher, as an export carries no local path."""
+    for metrics in (Path(model, "metrics.json"), Path(model).resolve().parent / "metrics.json"):
+        if metrics.is_file():
+            return json.loads(metrics.read_text()).get("config", {}).get("score")
     for path in (Path(model, hub.METADATA_NAME), Path(model, "pipeline", hub.METADATA_NAME)):
         if path.is_file():
             return json.loads(path.read_text()).get("score_model")
-    metrics = Path(model, "metrics.json")
-    if metrics.is_file():
-        return json.loads(metrics.read_text()).get("config", {}).get("score")
     return None
 
 

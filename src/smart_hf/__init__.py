@@ -3,6 +3,9 @@
 from smart_hf._lazy import export_lazily
 
 __version__ = "0.1.0"
+# The license of exported weights unless told otherwise (`--hub_license`, `smart-hf export --license`):
+# smart_hf's own.
+DEFAULT_LICENSE = "apache-2.0"
 
 # Imported on first use, so that `import smart_hf.cli` (the `smart-hf` command) does not import torch.
 _EXPORTS = {

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from smart_hf import DEFAULT_LICENSE
 from smart_hf.evaluation import options as evaluate_options
 
 if TYPE_CHECKING:
@@ -278,12 +279,21 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
         "--subfolder", help="Generator subfolder of SOURCE, e.g. 'generator' to skip the EMA weights."
     )
     parser.add_argument("--score-model", help="Teacher score model id or path (default: from metrics.json).")
-    parser.add_argument("--dataset", help="Training data set name or Hub id (default: from metrics.json).")
+    parser.add_argument(
+        "--dataset",
+        help="Training data set: digits, a Hub id or a folder, named by its folder name only (default: from "
+        "metrics.json).",
+    )
     parser.add_argument("--metrics", help="JSON file of metrics and 'config' (default: SOURCE/metrics.json).")
     parser.add_argument(
         "--repo-id", help="Hub id the export will be pushed to, used in the card's usage code."
     )
-    parser.add_argument("--license", help="License of the weights, for the model card.")
+    parser.add_argument(
+        "--license",
+        default=DEFAULT_LICENSE,
+        help="License of the weights, the model card's `license`: a Hub license id such as mit or other "
+        "(default: %(default)s, smart_hf's own).",
+    )
     parser.add_argument(
         "--num-samples", type=positive_int, default=16, help="Images in the card's grid (default: 16)."
     )
@@ -298,17 +308,13 @@ def run_export(args: argparse.Namespace) -> None:
     metrics_path = Path(args.metrics) if args.metrics else Path(args.source) / "metrics.json"
     results = json.loads(metrics_path.read_text()) if metrics_path.is_file() or args.metrics else {}
     training = results.get("config", {})
-    metrics = {
-        key: value
-        for key, value in results.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
     out = hub.export_pipeline(
         generator,
         args.out,
         score_model=args.score_model or training.get("score_model") or training.get("score"),
-        dataset=args.dataset or training.get("dataset_name"),
-        metrics=metrics,
+        dataset=args.dataset or training.get("train_data_dir") or training.get("dataset_name"),
+        metrics=results,
+        evaluation=results.get("evaluation"),
         training_config=training,
         repo_id=args.repo_id,
         license=args.license,
@@ -320,7 +326,11 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def _push_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", help="Export folder written by `smart-hf export`.")
+    parser.add_argument(
+        "folder",
+        help="Export folder written by `smart-hf export` or by training: exactly the files its smart_hf.json "
+        "lists are uploaded, never other files in the folder nor symlinks.",
+    )
     parser.add_argument("--repo-id", required=True, help="Hub model repository, e.g. user/smart-gan-cifar10.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--token", help="Hub token (default: the token of `hf auth login` or HF_TOKEN).")

@@ -1,6 +1,7 @@
 """benchmarks.one_step_vs_teacher on tiny settings: an untrained generator vs a random tiny teacher."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,9 +23,12 @@ def teacher(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, teacher):
-    """An untrained 8×8 grayscale generator exported with its teacher recorded, as `make demo` writes it."""
+    """An untrained 8×8 grayscale generator exported with its teacher, as `make demo` writes it: the export
+    names the local teacher by its folder name only, the run's metrics.json above it by its path."""
     torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("export") / "pipeline"
+    run = tmp_path_factory.mktemp("run")
+    (run / "metrics.json").write_text(json.dumps({"config": {"score": teacher}}))
+    folder = run / "pipeline"
     hub.export_pipeline(DCGANGenerator(out_channels=1, **TINY), folder, score_model=teacher, num_samples=0)
     return str(folder)
 
@@ -50,6 +54,12 @@ def test_benchmark_runs(export, tmp_path, capsys):
     assert (tmp_path / "one_step_vs_teacher.png").stat().st_size > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["targets"] == json.loads(json.dumps(targets))
+
+
+def test_teacher_of_an_export_in_a_run_folder(export, teacher):
+    """The export names its local teacher by folder name only; the run's metrics.json above it, by path."""
+    assert json.loads((Path(export) / "smart_hf.json").read_text())["score_model"] == Path(teacher).name
+    assert benchmark.recorded_teacher(export) == teacher
 
 
 def test_teacher_recorded_by_a_training_run(teacher, tmp_path):

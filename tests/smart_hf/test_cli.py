@@ -14,6 +14,7 @@ from PIL import Image
 import smart_hf
 from smart_hf import cli, hub
 from smart_hf.models import DCGANDiscriminator, DCGANGenerator, ResNetGenerator
+from tests.fake_hub import FakeHub
 
 TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}
 
@@ -139,19 +140,14 @@ def test_generate_errors(exported, tmp_path, capsys):
 
 
 def test_push(exported, monkeypatch, capsys):
-    calls = []
-    monkeypatch.setattr(
-        hub, "create_repo", lambda repo_id, **kwargs: type("Repo", (), {"repo_id": repo_id})()
-    )
-
-    def upload_folder(**kwargs):
-        calls.append(kwargs)
-        return type("Commit", (), {"commit_url": "https://huggingface.co/user/gan/commit/1"})()
-
-    monkeypatch.setattr(hub, "upload_folder", upload_folder)
+    """What exactly is uploaded, and every refusal: tests/smart_hf/test_push.py."""
+    hub_calls = FakeHub(monkeypatch)
     assert cli.main(["push", str(exported), "--repo-id", "user/gan", "--private"]) == 0
-    assert calls[0]["repo_id"] == "user/gan" and calls[0]["folder_path"] == str(exported)
-    assert "https://huggingface.co/user/gan/commit/1" in capsys.readouterr().out
+    assert hub_calls.created == [
+        ("user/gan", {"private": True, "token": None, "exist_ok": True, "repo_type": "model"})
+    ]
+    assert hub_calls.uploaded == json.loads((exported / "smart_hf.json").read_text())["files"]
+    assert "https://huggingface.co/user/gan/commit/abc123" in capsys.readouterr().out
 
 
 def test_push_refuses_a_non_export(training_output, capsys):

@@ -1,4 +1,4 @@
-"""Export folders: layout, the three loading paths, refusals, model card, and pushing (patched, offline)."""
+"""Export folders: layout, the three loading paths, refusals and the model card (pushing: test_push.py)."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 
 from smart_hf import hub
@@ -19,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multiplier": 2}
 CARD_INFO = {
     "score_model": "google/ddpm-cifar10-32",
-    "dataset": "cifar10",
+    "dataset": "uoft-cs/cifar10",
     "metrics": {"fid": 42.5, "inception_score": 3.25},
     "training_config": {"smart_weight": 0.1, "max_train_steps": 1000},
 }
@@ -68,7 +67,7 @@ def test_export_layout(export, generator_model):
     ).read_text()
     metadata = json.loads((export / "smart_hf.json").read_text())
     assert metadata["score_model"] == "google/ddpm-cifar10-32"
-    assert metadata["dataset"] == "cifar10"
+    assert metadata["dataset"] == "uoft-cs/cifar10"
     assert metadata["metrics"] == CARD_INFO["metrics"]
     assert metadata["training"] == CARD_INFO["training_config"]
     assert metadata["generator"] == {
@@ -254,14 +253,15 @@ def test_model_card(export):
     assert data.pipeline_tag == "unconditional-image-generation"
     assert {"gan", "one-step", "smart", "smart_hf"} <= set(data.tags)
     assert data.base_model == "google/ddpm-cifar10-32"
-    assert data.datasets == ["cifar10"]
+    assert data.datasets == ["uoft-cs/cifar10"]
     text = card.text
     assert "![Samples](samples.png)" in text
     assert 'DiffusionPipeline.from_pretrained("user/smart-gan", trust_remote_code=True)' in text
     assert 'SmartOneStepPipeline.from_pretrained("user/smart-gan")' in text
     assert "class_labels=[0, 1, 2, 0]" in text
-    assert "| fid | 42.5 |" in text and "| inception_score | 3.25 |" in text
-    assert "| smart_weight | 0.1 |" in text and "| max_train_steps | 1000 |" in text
+    assert "| fid | 42.5 | Fréchet distance in Inception-v3 pool3 features" in text
+    assert "| inception_score | 3.25 |" in text
+    assert "| max_train_steps | 1000 |" in text and "| smart_weight |" not in text  # 0.1 is the default
     assert "| resolution | 8 |" in text
 
 
@@ -270,69 +270,6 @@ def test_model_card_base_model_only_for_hub_ids(score_model):
     card = hub.model_card(DCGANGenerator(**TINY), score_model=score_model)
     assert card.data.base_model is None
     assert "class_labels" not in card.text
-
-
-class FakeHub:
-    """Stands in for huggingface_hub's create_repo and upload_folder, recording what would be uploaded."""
-
-    def __init__(self):
-        self.created, self.uploaded = [], []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.created.append((repo_id, kwargs))
-        return type("RepoUrl", (), {"repo_id": repo_id})()
-
-    def upload_folder(self, *, repo_id, folder_path, ignore_patterns, **kwargs):
-        files = sorted(files_in(Path(folder_path)))
-        self.uploaded.append(
-            (repo_id, set(filter_repo_objects(files, ignore_patterns=ignore_patterns)), kwargs)
-        )
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc123"})()
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    fake = FakeHub()
-    monkeypatch.setattr(hub, "create_repo", fake.create_repo)
-    monkeypatch.setattr(hub, "upload_folder", fake.upload_folder)
-    return fake
-
-
-def test_push_uploads_the_export_only(export, tmp_path, fake_hub):
-    folder = copy_export(export, tmp_path / "with-junk")
-    junk = [
-        "checkpoint-500/optimizer.bin",
-        "checkpoint-500/random_states_0.pkl",
-        "gan/checkpoint-1/model.safetensors",
-        "logs/events.out.tfevents.1",
-        "optimizer.pt",
-        "scaler.pt",
-        "random_states_0.pkl",
-        "train_state.pth",
-        ".env",
-        "hf_token",
-        "__pycache__/pipeline.cpython-311.pyc",
-    ]
-    for name in junk:
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text("secret")
-
-    url = hub.push_to_hub(folder, "user/smart-gan", private=True, token="hf_xxx", commit_message="Add model")
-
-    assert url == "https://huggingface.co/user/smart-gan/commit/abc123"
-    assert fake_hub.created == [
-        ("user/smart-gan", {"private": True, "token": "hf_xxx", "exist_ok": True, "repo_type": "model"})
-    ]
-    ((repo_id, uploaded, kwargs),) = fake_hub.uploaded
-    assert repo_id == "user/smart-gan"
-    assert uploaded == EXPORT_FILES
-    assert kwargs == {"commit_message": "Add model", "token": "hf_xxx"}
-
-
-def test_push_refuses_a_folder_that_is_not_an_export(tmp_path, fake_hub):
-    with pytest.raises(ValueError, match="not a smart_hf export"):
-        hub.push_to_hub(tmp_path, "user/smart-gan")
-    assert fake_hub.created == [] and fake_hub.uploaded == []
 
 
 def test_load_generator_prefers_ema_weights(tmp_path):

@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from smart_hf import hub
 from smart_hf.data import ImageDataset
 from smart_hf.pipelines import SmartOneStepPipeline
+from smart_hf.training import report
 from smart_hf.training.config import DIGITS_SCORE, parse_gan_args
 from smart_hf.training.gan import train_gan
 from tests.helpers import TINY_GAN, save_image_folder, save_tiny_score
@@ -53,6 +54,9 @@ def assert_same_weights(first, second):
 def test_conditional_run_exports_logs_samples_and_pushes(tmp_path, folder, monkeypatch):
     conditional_score = save_tiny_score(tmp_path / "score", num_classes=2)
     pushed = []
+    monkeypatch.setattr(
+        hub, "create_hub_repo", lambda repo_id, private: pushed.append(("create", repo_id)) or repo_id
+    )
     monkeypatch.setattr(hub, "push_to_hub", lambda *args, **kwargs: pushed.append((args, kwargs)) or "url")
     out = tmp_path / "run"
     results = run(
@@ -76,13 +80,18 @@ def test_conditional_run_exports_logs_samples_and_pushes(tmp_path, folder, monke
 
     export = out / "pipeline"
     hub.validate_export(export)
-    assert pushed == [((str(export), "me/tiny"), {"private": True})]
+    assert pushed == [("create", "me/tiny"), ((str(export), "me/tiny"), {"private": True})]
     pipeline = SmartOneStepPipeline.from_pretrained(export)
     assert pipeline.num_classes == 2
     images = pipeline(batch_size=2, class_labels=[0, 1], generator=torch.Generator().manual_seed(0)).images
     assert images[0].size == (8, 8)
     metadata = json.loads((export / "smart_hf.json").read_text())
-    assert metadata["score_model"] == conditional_score and metadata["metrics"]["global_step"] == 4
+    assert (metadata["score_model"], metadata["score_model_source"]) == ("score", "local")
+    assert (metadata["dataset"], metadata["dataset_source"]) == ("images", "local")
+    assert metadata["metrics"]["global_step"] == 4
+    # No feature extractor for an image folder works offline: no FD, precision or recall, and a note why.
+    assert not {"fd_digits", "precision", "recall"} & set(saved)
+    assert saved["evaluation"] == metadata["evaluation"] == {"note": report.NO_FEATURES_NOTE}
     assert "me/tiny" in (export / "README.md").read_text()
     # The export holds the EMA weights, which `smart-hf export` also prefers in the output folder.
     assert_same_weights(export / "gan", out / "generator_ema")

@@ -8,8 +8,10 @@ refuses, in one place, the settings a run cannot honour, before anything is load
 """
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import smart_hf
 from smart_hf.data import DIGITS
@@ -24,10 +26,13 @@ from smart_hf.training.options import (
     build_parser,
     check_values,
     config_arguments,
+    from_flat,
+    iter_options,
     non_default_flags,
     option,
     parse,
     section,
+    to_flat,
 )
 
 __all__ = [
@@ -71,9 +76,24 @@ NOT_TRAINING_SETTINGS = {
     "push_to_hub",
     "hub_model_id",
     "hub_private_repo",
+    "hub_license",
     "max_nonfinite_steps",
     "overwrite_output_dir",
 }
+# Where the data and the score model come from: an export names them apart, without local paths.
+SOURCE_SETTINGS = {"dataset_name", "train_data_dir", "score"}
+# Options only the toy 2-D models read, left out of an image run's model card.
+TOY_ONLY_SETTINGS = {
+    "hidden_dim",
+    "d_hidden_dim",
+    "num_layers",
+    "generator_batch_norm",
+    "g_fourier_scale",
+    "d_fourier_scale",
+    "fourier_features",
+}
+# The option that switches each technique section on; a section's other options matter only when it is on.
+TECHNIQUE_SWITCHES = {"smart_weight", "diffusion_gan", "masked_gan", "nice", "nats"}
 # Options that may change when a run resumes (the non-finite guard's advice, a longer run); the others
 # identify the run (`smart_hf.training.run_folder`).
 GAN_RESUMABLE_SETTINGS = NOT_TRAINING_SETTINGS | {
@@ -277,6 +297,11 @@ class GANTrainingConfig:
     push_to_hub: bool = option(False, "Upload the exported pipeline at the end.")
     hub_model_id: str | None = option(None, "Hub repository (user/name) for --push_to_hub.")
     hub_private_repo: bool = option(False)
+    hub_license: str = option(
+        smart_hf.DEFAULT_LICENSE,
+        "License of the weights: the `license` of the exported model card, a Hub license id (e.g. mit, "
+        "cc-by-4.0, other).",
+    )
 
     def __post_init__(self):
         if self.dataset_name is None and self.train_data_dir is None:
@@ -301,6 +326,21 @@ class GANTrainingConfig:
         """The training data as a user named it."""
         return self.train_data_dir or self.dataset_name
 
+    @property
+    def techniques(self) -> list[str]:
+        """The techniques this run uses: its switched-on sections (`smart`, `diffusion_gan`, `masked_gan`,
+        `nice`, `nats`), `ttur` (separate learning rates or betas for G and D) and `r1`."""
+        used = {
+            "smart": self.smart.weight > 0,
+            "diffusion_gan": self.diffusion_gan.enabled,
+            "masked_gan": self.masked_gan.mode != "none",
+            "nice": self.nice.enabled,
+            "nats": self.nats.enabled,
+            "ttur": self.g_learning_rate != self.d_learning_rate or self.g_adam_betas != self.d_adam_betas,
+            "r1": self.r1_gamma > 0,
+        }
+        return [name for name, on in used.items() if on]
+
     def check(self) -> None:
         """Refuse settings the GAN loop cannot honour, before anything is loaded or written."""
         check_values(self)
@@ -314,6 +354,11 @@ class GANTrainingConfig:
         self._check_toy_models()
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/smart-gan-digits).")
+        if self.push_to_hub and self.is_toy:
+            raise ValueError(
+                f"--push_to_hub uploads the pipeline an image run exports; {self.dataset_name} is a toy 2-D "
+                "set, whose runs export none: drop --push_to_hub."
+            )
         self._check_techniques()
 
     def _check_learning_rate_schedule(self) -> None:
@@ -388,6 +433,44 @@ class GANTrainingConfig:
                 raise ValueError(f"{' '.join(given)} only act with --{name}: add --{name}, or drop them.")
             if technique.enabled:
                 technique.check()
+
+
+def from_options(options: dict[str, Any]) -> GANTrainingConfig:
+    """The run configuration of flat options as metrics.json records them (`to_flat`); keys that are no
+    option (another version's) are ignored, options it lacks take their defaults."""
+    fields = {flag for _, flag, _, _ in iter_options(GANTrainingConfig)}
+    return from_flat(GANTrainingConfig, {key: value for key, value in options.items() if key in fields})
+
+
+def recorded_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The options of a GAN run (flat, as metrics.json records them) that shaped its model, as an export's
+    smart_hf.json records them: without outputs, logging and the Hub, without the data and score sources
+    (which the export names apart, without local paths) and without unset (None) options."""
+    left_out = NOT_TRAINING_SETTINGS | SOURCE_SETTINGS
+    return {key: value for key, value in options.items() if key not in left_out and value is not None}
+
+
+def changed_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The recorded settings a model card lists: those whose value is not what the defaults give (derived
+    defaults included, e.g. --g_adam_betas from --adam_beta1 and --adam_beta2), without the options of
+    switched-off techniques and, for image data, of the toy models. Keys that are no option (another
+    version's) are kept."""
+    fields = {flag: (name, field) for name, flag, field, _ in iter_options(GANTrainingConfig)}
+    config = from_options(options)
+    changed = {}
+    for key, value in recorded_settings(options).items():
+        if key in fields:
+            section_name, field = fields[key]
+            if section_name and section_name not in config.techniques and key not in TECHNIQUE_SWITCHES:
+                continue
+            if key in TOY_ONLY_SETTINGS and not config.is_toy:
+                continue
+            factory = field.default_factory
+            default = field.default if factory is dataclasses.MISSING else factory()
+            if value == to_flat(from_options({**options, key: default}))[key]:
+                continue
+        changed[key] = value
+    return changed
 
 
 SCORE_DISCRIMINATORS = ("dcgan", "resnet")

@@ -41,6 +41,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from smart_hf import hub
 from smart_hf.smart import SmartRegularizer
 from smart_hf.toy2d import load_toy_dataset
 from smart_hf.training import build, report
@@ -75,6 +76,11 @@ def train_gan(config: GANTrainingConfig) -> dict:
     """Train, checkpoint, evaluate and export as `config` says; returns the final metrics (main process)."""
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     config.check()
+    if config.push_to_hub:
+        # A missing login or a repository one may not write fails now, not after training. Checked on every
+        # process, which all get the same answer (none waits for one that stopped); a bare name gets the
+        # user's namespace.
+        config.hub_model_id = hub.create_hub_repo(config.hub_model_id, private=config.hub_private_repo)
     accelerator = build.make_accelerator(
         config.output_dir, config.logging_dir, config.mixed_precision, config.logger, data_seed=config.seed
     )

@@ -1,11 +1,13 @@
 """What a run shows and leaves behind: logged means, sample grids and plots, final metrics, the export.
 
 A toy run ends with metrics.json (modes covered, % high quality, …), a scatter plot and the raw samples; an
-image run with metrics.json (score-matching errors), samples.png and the Hub-ready `pipeline/` export.
+image run with metrics.json (score-matching errors; FD, precision and recall where a feature extractor for its
+data works offline), samples.png and the Hub-ready `pipeline/` export, whose model card shows them.
 """
 
 import json
 import os
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -13,19 +15,31 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from diffusers.models.modeling_utils import ModelMixin
+from PIL import Image
 
 from smart_hf import hub
-from smart_hf.data import ImageDataset
-from smart_hf.hub import _sample_grid as sample_grid
+from smart_hf.data import DIGITS, DIGITS_RESOLUTION, ImageDataset
+from smart_hf.evaluation.features import DigitsFeatureExtractor
+from smart_hf.evaluation.frechet import FeatureStatistics, frechet_distance
+from smart_hf.evaluation.options import DEFAULT_K
+from smart_hf.evaluation.precision_recall import precision_recall
+from smart_hf.hub import _sample_grid
+from smart_hf.pipelines import SmartOneStepPipeline
 from smart_hf.smart import SmartRegularizer
 from smart_hf.toy2d import ToyDataset, toy_metrics
-from smart_hf.training.config import NOT_TRAINING_SETTINGS, GANTrainingConfig
+from smart_hf.training.config import GANTrainingConfig
 from smart_hf.training.options import to_flat
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 logger = get_logger(__name__, log_level="INFO")
+
+NO_FEATURES_NOTE = (
+    "FD, precision and recall were not measured: smart_hf's only feature extractor that works offline is its "
+    "digits classifier, which means nothing on other data. Measure them with `smart-hf evaluate EXPORT "
+    "--reference DATA --metric fid` (Inception-v3; needs pytorch-fid and its weights) or --metric fd_dinov2."
+)
 
 
 class LogWindow:
@@ -42,6 +56,11 @@ class LogWindow:
         means = {key: sum(values) / len(values) for key, values in self.values.items()}
         self.values.clear()
         return means
+
+
+def sample_grid(generator: ModelMixin, num_images: int, seed: int) -> Image.Image:
+    """The export's sample grid of `generator` (one class per column for up to 16 classes)."""
+    return _sample_grid(SmartOneStepPipeline(gan=generator), num_images, seed)
 
 
 def save_sample_grid(
@@ -100,6 +119,50 @@ def score_matching_error(
     return total / len(images)
 
 
+@torch.no_grad()
+def quality_metrics(
+    config: GANTrainingConfig, fake: torch.Tensor, real: torch.Tensor
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """FD, precision and recall of generated images `fake` against training images `real` (both in [−1, 1]),
+    and how they were measured (or why not), as metrics.json and the model card record them.
+
+    Only the embedded digits have a feature space here that works offline (the shipped digits classifier,
+    FD_digits); for other data nothing is measured and the description says so: a number in features that
+    mean nothing on that data would only mislead. FD needs more samples than the 64 feature dimensions,
+    precision and recall more than k = 3; what is not measured is noted, never estimated.
+    """
+    is_digits = config.dataset_name == DIGITS and config.train_data_dir is None
+    if not (is_digits and fake.shape[-1] == DIGITS_RESOLUTION):
+        return {}, {"note": NO_FEATURES_NOTE}
+    extractor = DigitsFeatureExtractor()
+    fake_features, real_features = extractor.extract(fake), extractor.extract(real)
+    metrics, notes = {}, []
+    if min(len(fake), len(real)) > extractor.feature_dim:
+        fake_stats, real_stats = (FeatureStatistics.from_features(f) for f in (fake_features, real_features))
+        try:
+            metrics["fd_digits"] = frechet_distance(fake_stats, real_stats)
+        except ValueError as error:  # covariances too ill-conditioned, e.g. of a collapsed generator
+            notes.append(f"FD_digits could not be computed: {error}")
+    else:
+        notes.append(
+            f"FD_digits was not measured: it needs more samples than the features' {extractor.feature_dim} "
+            f"dimensions (--num_eval_samples {config.num_eval_samples})."
+        )
+    if min(len(fake), len(real)) > DEFAULT_K:
+        metrics |= precision_recall(real_features, fake_features, DEFAULT_K)
+    else:
+        notes.append(f"Precision and recall need more than k = {DEFAULT_K} samples.")
+    evaluation = {
+        "feature_extractor": extractor.name,
+        "feature_dim": extractor.feature_dim,
+        "reference": "training images",
+        "num_samples": len(fake),
+        "num_reference": len(real),
+        "k": DEFAULT_K,
+    }
+    return metrics, evaluation | ({"note": " ".join(notes)} if notes else {})
+
+
 def save_scatter(samples: torch.Tensor, dataset: ToyDataset, path: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     means = dataset.means.numpy()
@@ -151,8 +214,9 @@ def finish_images(
     results: dict,
     discriminator: ModelMixin | None = None,
 ) -> dict:
-    """Metrics, sample grid and exported pipeline of an image run (with `discriminator`, for the pipeline's
-    refinement, when given); pushes the export with --push_to_hub."""
+    """Metrics (`quality_metrics` on --num_eval_samples samples among them), sample grid and exported pipeline
+    of an image run (with `discriminator`, for the pipeline's refinement, when given); pushes the export with
+    --push_to_hub (whose repository `train_gan` created before training)."""
     num = min(config.num_eval_samples, len(dataset))
     fake, fake_labels = generate(final, num, config.train_batch_size, config.seed)
     real, real_labels = real_images(dataset, num, config.seed)
@@ -163,6 +227,8 @@ def finish_images(
     results["score_matching_error_real"] = score_matching_error(
         smart, real, real_labels, config.train_batch_size, config.seed
     )
+    quality, evaluation = quality_metrics(config, fake, real)
+    results |= {**quality, "evaluation": evaluation}
     options = to_flat(config)
     with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
         json.dump({**results, "config": options}, f, indent=2)
@@ -170,18 +236,17 @@ def finish_images(
     sample_grid(final, config.num_sample_images, config.seed).save(samples_path)
 
     export_dir = os.path.join(config.output_dir, "pipeline")
-    settings = {
-        key: value for key, value in options.items() if key not in NOT_TRAINING_SETTINGS and value is not None
-    }
     hub.export_pipeline(
         final,
         export_dir,
         discriminator_model=discriminator,
         score_model=config.score,
-        dataset=config.dataset_name or os.path.basename(os.path.normpath(config.train_data_dir)),
+        dataset=config.data_source,
         metrics=results,
-        training_config=settings,
+        evaluation=evaluation,
+        training_config=options,
         repo_id=config.hub_model_id,
+        license=config.hub_license,
         num_samples=config.num_sample_images,
         seed=config.seed,
         overwrite=True,
