@@ -1,7 +1,9 @@
 """DCGAN and ResNet generators and discriminators: shapes, conditioning, timesteps, errors, save/load."""
 
 import ast
+import copy
 import inspect
+import sys
 
 import pytest
 import torch
@@ -191,4 +193,58 @@ def test_model_files_are_self_contained(module):
     tree = ast.parse(inspect.getsource(module))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert {name.split(".")[0] for name in imported} <= {"torch", "diffusers"}
+    third_party = {name.split(".")[0] for name in imported} - set(sys.stdlib_module_names)
+    assert third_party <= {"torch", "diffusers"}
+
+
+def _checkpointing_pair(model_class, **kwargs):
+    plain = model_class(**TINY, **kwargs).train()
+    with torch.no_grad():  # as after some training: spectral norm's singular vectors no longer converged
+        for parameter in plain.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.enable_gradient_checkpointing()
+    return plain, checkpointed
+
+
+def _training_step(model, inputs):
+    """Forward, backward; returns the output, the gradients, the buffers (BatchNorm statistics, spectral
+    norm's singular vectors) and how often the first block ran."""
+    stages = getattr(model, "blocks", None) or getattr(model, "upsample", None) or model.downsample
+    first_block = next(iter(stages))
+    calls, forward = [], first_block.forward
+    first_block.forward = lambda *args: calls.append(1) or forward(*args)  # hooks do not see recomputation
+    output = model(*inputs)
+    output.float().square().mean().backward()
+    del first_block.forward
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters()}
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    return output.detach(), gradients, buffers, len(calls)
+
+
+@pytest.mark.usefixtures("one_thread")  # the same float sums in both passes
+@pytest.mark.parametrize("role", ["generator", "discriminator"])
+@pytest.mark.parametrize("num_classes", [None, 3])
+def test_gradient_checkpointing_recomputes_blocks_and_changes_no_value(architecture, role, num_classes):
+    generator_class, discriminator_class = architecture
+    labels = None if num_classes is None else torch.tensor([0, 2, 1, 2])
+    if role == "generator":
+        plain, checkpointed = _checkpointing_pair(
+            generator_class, latent_dim=8, resolution=16, num_classes=num_classes
+        )
+        inputs = (torch.randn(4, 8), labels)
+    else:
+        plain, checkpointed = _checkpointing_pair(
+            discriminator_class, in_channels=3, resolution=16, num_classes=num_classes, num_timesteps=5
+        )
+        inputs = (torch.randn(4, 3, 16, 16, requires_grad=True), labels, torch.tensor([0, 1, 4, 2]))
+    expected, expected_gradients, expected_buffers, plain_calls = _training_step(plain, inputs)
+    output, gradients, buffers, calls = _training_step(checkpointed, inputs)
+
+    assert (plain_calls, calls) == (1, 2)  # recomputed in the backward pass
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for name, gradient in expected_gradients.items():
+        torch.testing.assert_close(gradients[name], gradient, rtol=1e-5, atol=1e-7, msg=name)
+    assert buffers.keys() == expected_buffers.keys() and len(buffers) > 0
+    for name, buffer in expected_buffers.items():  # BatchNorm and spectral norm updated once, not twice
+        torch.testing.assert_close(buffers[name], buffer, rtol=0, atol=0, msg=name)

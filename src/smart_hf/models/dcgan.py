@@ -5,11 +5,55 @@ and an optional timestep input for Diffusion-GAN.
 Self-contained (only torch and diffusers imports) so the file can travel to the Hub beside its weights.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+import torch.utils.checkpoint
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+
+def checkpointed(module: nn.Module, *inputs: torch.Tensor | None) -> torch.Tensor:
+    """`module(*inputs)` with its activations recomputed in the backward pass instead of kept (gradient
+    checkpointing). The recomputation changes no state: BatchNorm normalises by the same batch statistics
+    without updating its running ones a second time, and spectral norm reuses the singular vectors of the
+    first pass, so weights, buffers and gradients are those of a plain pass."""
+    return torch.utils.checkpoint.checkpoint(
+        module,
+        *inputs,
+        use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _state_preserving_recomputation(module)),
+    )
+
+
+def _checkpointing_on(model: ModelMixin) -> bool:
+    """Whether `model.enable_gradient_checkpointing()` is on and this pass builds a graph."""
+    return model.gradient_checkpointing and torch.is_grad_enabled()
+
+
+@contextlib.contextmanager
+def _state_preserving_recomputation(module: nn.Module) -> Iterator[None]:
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms
+    ]
+    power_iterations = [m for m in module.modules() if type(m).__name__ == "_SpectralNorm" and m.training]
+    for norm in norms:
+        norm.momentum = 0.0
+    for parametrization in power_iterations:
+        parametrization.training = False
+    try:
+        yield
+    finally:
+        for norm, (momentum, count) in zip(norms, saved, strict=True):
+            norm.momentum = momentum
+            if count is not None:
+                norm.num_batches_tracked.copy_(count)
+        for parametrization in power_iterations:
+            parametrization.training = True
 
 
 def _stage_channels(resolution: int, base_channels: int, max_channel_multiplier: int) -> dict[int, int]:
@@ -65,6 +109,8 @@ class DCGANGenerator(ModelMixin, ConfigMixin):
     A class-conditional generator (`num_classes` > 0) concatenates a learned class embedding to the latent.
     """
 
+    _supports_gradient_checkpointing = True
+
     @register_to_config
     def __init__(
         self,
@@ -76,6 +122,7 @@ class DCGANGenerator(ModelMixin, ConfigMixin):
         max_channel_multiplier: int = 8,
     ):
         super().__init__()
+        self.gradient_checkpointing = False
         _check_image_channels(out_channels, "out_channels")
         channels = _stage_channels(resolution, base_channels, max_channel_multiplier)
         self.class_embedding = nn.Embedding(num_classes, latent_dim) if num_classes else None
@@ -105,8 +152,9 @@ class DCGANGenerator(ModelMixin, ConfigMixin):
         _check_class_labels(type(self).__name__, class_labels, self.config.num_classes, latents.shape[0])
         if self.class_embedding is not None:
             latents = torch.cat([latents, self.class_embedding(class_labels).to(latents.dtype)], dim=1)
-        h = self.project(latents).reshape(latents.shape[0], -1, 4, 4)
-        h = self.upsample(torch.relu(self.project_norm(h)))
+        h = torch.relu(self.project_norm(self.project(latents).reshape(latents.shape[0], -1, 4, 4)))
+        for stage in self.upsample:
+            h = checkpointed(stage, h) if _checkpointing_on(self) else stage(h)
         return torch.tanh(self.to_image(h))
 
 
@@ -117,6 +165,8 @@ class DCGANDiscriminator(ModelMixin, ConfigMixin):
     logit = w·phi + embed_class(y)·phi + embed_timestep(t)·phi (projection discriminator). The timestep
     term exists when `num_timesteps` > 0 (Diffusion-GAN's noisy inputs) and is skipped without timesteps.
     """
+
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -129,6 +179,7 @@ class DCGANDiscriminator(ModelMixin, ConfigMixin):
         max_channel_multiplier: int = 8,
     ):
         super().__init__()
+        self.gradient_checkpointing = False
         _check_image_channels(in_channels, "in_channels")
         if num_timesteps < 0:
             raise ValueError(f"`num_timesteps` must be >= 0 (0 = no timestep input), got {num_timesteps}.")
@@ -168,7 +219,7 @@ class DCGANDiscriminator(ModelMixin, ConfigMixin):
         _check_class_labels(type(self).__name__, class_labels, config.num_classes, batch_size)
         h = self.activation(self.from_image(images))
         for layer in self.downsample:
-            h = self.activation(layer(h))
+            h = self.activation(checkpointed(layer, h) if _checkpointing_on(self) else layer(h))
         features = self.activation(self.to_features(h)).flatten(1)
         logits = self.to_logit(features).squeeze(1)
         if self.class_embedding is not None:

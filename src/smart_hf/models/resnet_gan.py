@@ -5,12 +5,56 @@ discriminator in D, and an optional timestep input for Diffusion-GAN.
 Self-contained (only torch and diffusers imports) so the file can travel to the Hub beside its weights.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+
+def checkpointed(module: nn.Module, *inputs: torch.Tensor | None) -> torch.Tensor:
+    """`module(*inputs)` with its activations recomputed in the backward pass instead of kept (gradient
+    checkpointing). The recomputation changes no state: BatchNorm normalises by the same batch statistics
+    without updating its running ones a second time, and spectral norm reuses the singular vectors of the
+    first pass, so weights, buffers and gradients are those of a plain pass."""
+    return torch.utils.checkpoint.checkpoint(
+        module,
+        *inputs,
+        use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _state_preserving_recomputation(module)),
+    )
+
+
+def _checkpointing_on(model: ModelMixin) -> bool:
+    """Whether `model.enable_gradient_checkpointing()` is on and this pass builds a graph."""
+    return model.gradient_checkpointing and torch.is_grad_enabled()
+
+
+@contextlib.contextmanager
+def _state_preserving_recomputation(module: nn.Module) -> Iterator[None]:
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms
+    ]
+    power_iterations = [m for m in module.modules() if type(m).__name__ == "_SpectralNorm" and m.training]
+    for norm in norms:
+        norm.momentum = 0.0
+    for parametrization in power_iterations:
+        parametrization.training = False
+    try:
+        yield
+    finally:
+        for norm, (momentum, count) in zip(norms, saved, strict=True):
+            norm.momentum = momentum
+            if count is not None:
+                norm.num_batches_tracked.copy_(count)
+        for parametrization in power_iterations:
+            parametrization.training = True
 
 
 def _stage_channels(resolution: int, base_channels: int, max_channel_multiplier: int) -> dict[int, int]:
@@ -113,6 +157,8 @@ class ResNetGenerator(ModelMixin, ConfigMixin):
     A class-conditional generator (`num_classes` > 0) uses class-conditional BatchNorm in every block.
     """
 
+    _supports_gradient_checkpointing = True
+
     @register_to_config
     def __init__(
         self,
@@ -124,6 +170,7 @@ class ResNetGenerator(ModelMixin, ConfigMixin):
         max_channel_multiplier: int = 4,
     ):
         super().__init__()
+        self.gradient_checkpointing = False
         _check_image_channels(out_channels, "out_channels")
         channels = _stage_channels(resolution, base_channels, max_channel_multiplier)
         num_classes = num_classes or 0
@@ -142,7 +189,7 @@ class ResNetGenerator(ModelMixin, ConfigMixin):
         _check_class_labels(type(self).__name__, class_labels, self.config.num_classes, latents.shape[0])
         h = self.project(latents).reshape(latents.shape[0], -1, 4, 4)
         for block in self.blocks:
-            h = block(h, class_labels)
+            h = checkpointed(block, h, class_labels) if _checkpointing_on(self) else block(h, class_labels)
         return torch.tanh(self.to_image(F.relu(self.out_norm(h))))
 
 
@@ -153,6 +200,8 @@ class ResNetDiscriminator(ModelMixin, ConfigMixin):
     logit = w·phi + embed_class(y)·phi + embed_timestep(t)·phi (projection discriminator). The timestep
     term exists when `num_timesteps` > 0 (Diffusion-GAN's noisy inputs) and is skipped without timesteps.
     """
+
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -165,6 +214,7 @@ class ResNetDiscriminator(ModelMixin, ConfigMixin):
         max_channel_multiplier: int = 4,
     ):
         super().__init__()
+        self.gradient_checkpointing = False
         _check_image_channels(in_channels, "in_channels")
         if num_timesteps < 0:
             raise ValueError(f"`num_timesteps` must be >= 0 (0 = no timestep input), got {num_timesteps}.")
@@ -201,7 +251,10 @@ class ResNetDiscriminator(ModelMixin, ConfigMixin):
                 f"{config.resolution}), got {tuple(images.shape)}."
             )
         _check_class_labels(type(self).__name__, class_labels, config.num_classes, images.shape[0])
-        features = F.relu(self.blocks(images)).sum(dim=(2, 3))
+        h = images
+        for block in self.blocks:
+            h = checkpointed(block, h) if _checkpointing_on(self) else block(h)
+        features = F.relu(h).sum(dim=(2, 3))
         logits = self.to_logit(features).squeeze(1)
         if self.class_embedding is not None:
             logits = logits + (self.class_embedding(class_labels) * features).sum(1)
