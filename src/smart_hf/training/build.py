@@ -196,6 +196,16 @@ def build_image_models(
     return generator, discriminator
 
 
+def enable_gradient_checkpointing(*models: torch.nn.Module) -> None:
+    """diffusers' gradient checkpointing in each model that supports it (for the frozen score: its UNet)."""
+    for model in models:
+        model = getattr(model, "model", model)  # a ModelScore's noise predictor
+        if getattr(model, "_supports_gradient_checkpointing", False):
+            model.enable_gradient_checkpointing()
+        else:
+            logger.warning(f"{type(model).__name__} has no gradient checkpointing; it keeps its activations.")
+
+
 def build_optimizers(
     config: GANTrainingConfig, generator: ModelMixin, discriminator: ModelMixin
 ) -> tuple[torch.optim.Adam, torch.optim.Adam]:

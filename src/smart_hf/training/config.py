@@ -261,6 +261,11 @@ class GANTrainingConfig:
         below=1,
     )
     mixed_precision: str = option("no", choices=PRECISIONS)
+    gradient_checkpointing: bool = option(
+        False,
+        "Recompute the activations of G's and D's blocks and of the frozen score UNet in the backward pass "
+        "instead of keeping them: less memory for about one more forward pass (images only).",
+    )
     use_ema: bool = option(False, "Keep an EMA of the generator (exported).")
     ema_max_decay: float = option(0.999, min=0, max=1)
     ema_inv_gamma: float = option(1.0, "EMA warm-up: 1 − (1 + step/γ)^−power.", above=0)
@@ -409,6 +414,11 @@ class GANTrainingConfig:
         if not fourier_on and self.fourier_features != type(self).fourier_features:
             raise ValueError(
                 "--fourier_features only acts with --g_fourier_scale or --d_fourier_scale > 0: add one, or "
+                "drop it."
+            )
+        if self.is_toy and self.gradient_checkpointing:
+            raise ValueError(
+                "--gradient_checkpointing saves activation memory of image models; the toy MLPs need none: "
                 "drop it."
             )
         if self.freeze_batch_norm_step is not None:

@@ -115,6 +115,8 @@ def train_gan(config: GANTrainingConfig) -> dict:
             dataset, config.train_batch_size, config.dataloader_num_workers, seed=config.seed
         )
         generator, discriminator = build.build_image_models(config, sample_shape, num_classes)
+        if config.gradient_checkpointing:
+            build.enable_gradient_checkpointing(generator, discriminator, score)
     score.check_compatible(sample_shape, num_classes)
     smart = SmartRegularizer.from_config(score, config.smart)  # also checks the t range; lambda 0: plain GAN
 
