@@ -17,8 +17,6 @@ imports what it needs.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -501,6 +499,8 @@ def run_push_space(args: argparse.Namespace) -> None:
     import huggingface_hub
     from huggingface_hub.utils import HFValidationError
 
+    from smart_hf.hub_network import network_errors
+
     files = space_files(args.space_dir)
     models = [args.model, *([args.teacher] if args.teacher else [])]
     try:
@@ -542,18 +542,11 @@ def run_push_space(args: argparse.Namespace) -> None:
                 commit_message=f"Deploy the SMaRt demo of {args.model}",
                 token=args.token,
             )
-    except _hub_transport_errors() as error:  # no network, DNS, proxy, time-out
+    except network_errors() as error:  # no network, DNS, proxy, time-out
         raise OSError(
             f"Cannot reach the Hub to deploy {args.space_repo_id} ({error}); check the network, then retry."
         ) from None
     print(f"Deployed {args.model} to https://huggingface.co/spaces/{space} ({commit.commit_url})")
-
-
-def _hub_transport_errors() -> tuple[type[Exception], ...]:
-    """Transport errors of the HTTP clients huggingface_hub may use (httpx; httpx2 from its version 2 on),
-    which, unlike its HTTP errors, are no `OSError`."""
-    names = [name for name in ("httpx", "httpx2") if importlib.util.find_spec(name)]
-    return tuple(importlib.import_module(name).TransportError for name in names)
 
 
 COMMANDS = [

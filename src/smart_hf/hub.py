@@ -35,12 +35,13 @@ from huggingface_hub import (
     create_repo,
     whoami,
 )
-from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from PIL import Image
 
 from smart_hf import DEFAULT_LICENSE, __version__, models
 from smart_hf.data import DIGITS
+from smart_hf.hub_network import network_errors
 from smart_hf.image_grid import image_grid
 from smart_hf.pipelines import SmartOneStepPipeline
 from smart_hf.pipelines.smart_one_step.pipeline import GENERATOR_CONFIG_FIELDS, remote_code_source
@@ -336,7 +337,7 @@ def push_to_hub(
         commit = create_commit(
             repo_id, operations, commit_message=commit_message, token=token, repo_type="model"
         )
-    except _network_errors() as error:  # no network, DNS, proxy, time-out, HF_HUB_OFFLINE
+    except network_errors() as error:  # no network, DNS, proxy, time-out, HF_HUB_OFFLINE
         raise OSError(_unreachable("push to", repo_id, error)) from None
     except HfHubHTTPError as error:
         raise OSError(f"The Hub refused the upload to {repo_id}: {_one_line(error)}") from None
@@ -359,13 +360,13 @@ def create_hub_repo(repo_id: str, private: bool = False, token: str | None = Non
             f"Not logged in to the Hugging Face Hub, so {repo_id} cannot be created or pushed to: run "
             "`hf auth login` (a token with write access) or set HF_TOKEN, then retry."
         ) from None
-    except _network_errors() as error:
+    except network_errors() as error:
         raise OSError(_unreachable("log in for", repo_id, error)) from None
     except HfHubHTTPError as error:  # e.g. an invalid or expired token
         raise ValueError(f"The Hub refused the login for {repo_id}: {_one_line(error)}") from None
     try:
         return create_repo(repo_id, private=private, token=token, exist_ok=True, repo_type="model").repo_id
-    except _network_errors() as error:
+    except network_errors() as error:
         raise OSError(_unreachable("create", repo_id, error)) from None
     except HfHubHTTPError as error:  # e.g. a read-only token, or another user's namespace
         raise ValueError(f"The Hub refused to create {repo_id} as {user}: {_one_line(error)}") from None
@@ -409,18 +410,6 @@ def public_name(name: str | None) -> tuple[str | None, str | None]:
         path = path.resolve()
         return path.name, "smart_hf" if path.is_relative_to(PACKAGE_DIR) else "local"
     return name, "name"
-
-
-def _network_errors() -> tuple[type[Exception], ...]:
-    """Transport errors of the HTTP clients huggingface_hub may use (httpx; httpx2 from its version 2 on), and
-    its own refusal to connect when HF_HUB_OFFLINE is set."""
-    errors: list[type[Exception]] = [OfflineModeIsEnabled]
-    for name in ("httpx", "httpx2"):
-        try:
-            errors.append(importlib.import_module(name).TransportError)
-        except ImportError:
-            continue
-    return tuple(errors)
 
 
 def validate_export(folder: str | os.PathLike) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from huggingface_hub import SpaceCard
 from huggingface_hub.utils import validate_repo_id
 
 from smart_hf import cli
+from smart_hf.hub_network import network_errors
 from tests.spaces.test_space import APP_FILE, load_app
 
 SPACE = APP_FILE.parent
@@ -169,7 +170,7 @@ def test_refuses_a_symlinked_or_missing_space_file(space_copy, fake_hub, capsys)
 
 def test_unreachable_hub_is_one_line(space_copy, fake_hub, monkeypatch, capsys):
     def refuse(repo_id, token=None):
-        raise cli._hub_transport_errors()[-1]("Connection refused")
+        raise network_errors()[-1]("Connection refused")
 
     monkeypatch.setattr(huggingface_hub, "repo_exists", refuse)
     assert push_space("user/smart-demo", "--model", "user/smart-gan", "--space-dir", str(space_copy)) == 1
