@@ -300,3 +300,28 @@ def test_resuming_with_another_diffusion_gan_setting_is_refused(tmp_path):
             "--resume_from_checkpoint",
             str(tmp_path / "first" / "checkpoint-10"),
         )
+
+
+def test_learning_rates_and_throughput_are_logged_with_the_means(tmp_path):
+    """--report_to is --logger's diffusers spelling. Every --logging_steps: each learning rate of the window's
+    last step (linear schedule: lr · (20 − step) / 20 at 0-based step 4, 9, 14, 19) and the window's
+    throughput, which adds up to the run's seconds per step."""
+    flags = "--report_to tensorboard --lr_scheduler linear --g_learning_rate 1e-3 --d_learning_rate 2e-3"
+    results = run(tmp_path, *flags.split())
+    events = EventAccumulator(str(next((tmp_path / "logs").rglob("events.out.tfevents.*"))))
+    events.Reload()
+
+    def logged(key):
+        return [(event.step, event.value) for event in events.Scalars(key)]
+
+    steps = [5, 10, 15, 20]
+    assert logged("lr_g") == [(step, pytest.approx(1e-3 * (21 - step) / 20, rel=1e-6)) for step in steps]
+    assert logged("lr_d") == [(step, pytest.approx(2e-3 * (21 - step) / 20, rel=1e-6)) for step in steps]
+    steps_per_second = [value for _, value in logged("steps_per_second")]
+    assert [step for step, _ in logged("steps_per_second")] == steps and min(steps_per_second) > 0
+    assert [value for _, value in logged("images_per_second")] == pytest.approx(
+        [32 * value for value in steps_per_second], rel=1e-6
+    )  # batch 32, one D step per G step, one process
+    seconds = sum(5 / value for value in steps_per_second)
+    assert seconds == pytest.approx(20 * results["seconds_per_step"], rel=0.1)
+    assert {"loss_D", "loss_G", "nonfinite_steps"} <= set(events.Tags()["scalars"])

@@ -50,13 +50,16 @@ def cpu_processes() -> bool:
 def make_accelerator(
     output_dir: str,
     logging_dir: str,
-    mixed_precision: str,
+    mixed_precision: str | None,
     logger_name: str,
     gradient_accumulation_steps: int = 1,
     data_seed: int | None = None,
 ) -> Accelerator:
     """The run's accelerator; with `data_seed`, data loaders shuffle epoch e by data_seed + e on every
-    process, so a resumed run sees the batches an uninterrupted one would."""
+    process, so a resumed run sees the batches an uninterrupted one would.
+
+    `mixed_precision` None leaves the choice to accelerate: ACCELERATE_MIXED_PRECISION, which `accelerate
+    launch` sets from its --mixed_precision or config file, else "no"."""
     return Accelerator(
         cpu=cpu_processes(),
         gradient_accumulation_steps=gradient_accumulation_steps,

@@ -108,6 +108,7 @@ GAN_RESUMABLE_SETTINGS = NOT_TRAINING_SETTINGS | {
     "lr_decay_steps",
     "max_train_steps",
     "smart_weight",
+    "allow_tf32",
 }
 SCORE_MODEL_RESUMABLE_SETTINGS = {
     "output_dir",
@@ -260,7 +261,16 @@ class GANTrainingConfig:
         min=0,
         below=1,
     )
-    mixed_precision: str = option("no", choices=PRECISIONS)
+    mixed_precision: str | None = option(
+        None,
+        "Default: what `accelerate launch` says (its --mixed_precision or the accelerate config file), 'no' "
+        "without it; given here, it wins. bf16/fp16 run G, D and the score model under autocast, the score "
+        "model's weights in that dtype (fp16 with accelerate's loss scaling).",
+        choices=PRECISIONS,
+    )
+    allow_tf32: bool = option(
+        False, "Allow TF32 matrix multiplications and convolutions on Ampere or newer GPUs (faster fp32)."
+    )
     gradient_checkpointing: bool = option(
         False,
         "Recompute the activations of G's and D's blocks and of the frozen score UNet in the backward pass "
@@ -294,9 +304,16 @@ class GANTrainingConfig:
         False,
         "Delete what another run left in --output_dir and start anew (otherwise such a folder is refused).",
     )
-    logger: str = option("none", choices=TRACKERS)
+    logger: str = option(
+        "none", "Also --report_to, as diffusers' examples name it.", choices=TRACKERS, aliases=("report_to",)
+    )
     logging_dir: str = option("logs", "Tracker folder, inside --output_dir.")
-    logging_steps: int = option(100, "Steps averaged per logged value.", min=1)
+    logging_steps: int = option(
+        100,
+        "Steps averaged per logged value; the learning rates (lr_g, lr_d) of the last step and the "
+        "throughput (steps_per_second, images_per_second) are logged with them.",
+        min=1,
+    )
     save_images_steps: int = option(500, "Sample grid into samples/ every N steps; 0 = none.", min=0)
     num_sample_images: int = option(64, "Images per sample grid.", min=1)
     push_to_hub: bool = option(False, "Upload the exported pipeline at the end.")

@@ -84,6 +84,12 @@ def train_gan(config: GANTrainingConfig) -> dict:
     accelerator = build.make_accelerator(
         config.output_dir, config.logging_dir, config.mixed_precision, config.logger, data_seed=config.seed
     )
+    # The precision accelerate resolved (flag, `accelerate launch` or "no"): recorded with the run's options
+    # and compared on resume.
+    config.mixed_precision = accelerator.mixed_precision
+    if config.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     claim_output_dir(
         accelerator,
         config.output_dir,
@@ -183,6 +189,7 @@ def train_gan(config: GANTrainingConfig) -> dict:
         desc="steps",
     )
     window = report.LogWindow()
+    window_start = (start_step, start_time)  # for the throughput logged with each window's means
     # Non-finite steps in a row, per kind of step (the loss terms it computes): a lazy SMaRt or R1 term that
     # overflows on each of its steps is caught although the steps between them are fine.
     nonfinite_in_a_row: dict[frozenset[str], int] = {}
@@ -201,18 +208,23 @@ def train_gan(config: GANTrainingConfig) -> dict:
             real = batch["images"].to(accelerator.device)
             class_labels = batch.get("class_labels")
             latents = torch.randn(len(real), config.latent_dim, device=accelerator.device)
-            d_terms = gan_loss.discriminator_phase(
-                real, latents, progress.discriminator_step, class_labels, generator_step=step
-            )
+            with accelerator.autocast():
+                d_terms = gan_loss.discriminator_phase(
+                    real, latents, progress.discriminator_step, class_labels, generator_step=step
+                )
             applied &= apply_update(accelerator, optimizer_d, d_terms.total)
             progress.discriminator_step += 1
         discriminator.requires_grad_(False)
         latents = torch.randn(len(real), config.latent_dim, device=accelerator.device)
-        g_terms = gan_loss.generator_phase(latents, step, class_labels)
+        # Under autocast as well: the frozen score model is not prepared, so SMaRt's forward through it
+        # runs in the compute dtype only here.
+        with accelerator.autocast():
+            g_terms = gan_loss.generator_phase(latents, step, class_labels)
         g_applied = apply_update(accelerator, optimizer_g, g_terms.total)
         discriminator.requires_grad_(True)
         if g_applied and ema is not None:
             ema.step(unwrapped_generator.parameters())
+        learning_rates = {"lr_g": lr_of(optimizer_g), "lr_d": lr_of(optimizer_d)}  # this step's
         lr_scheduler_g.step()
         lr_scheduler_d.step()
 
@@ -239,7 +251,17 @@ def train_gan(config: GANTrainingConfig) -> dict:
         if global_step % config.logging_steps == 0 or global_step == config.max_train_steps:
             means = window.pop_means()
             progress_bar.set_postfix({key: f"{value:.3g}" for key, value in means.items()})
-            accelerator.log(means, step=global_step)
+            now = time.time()
+            steps_per_second = (global_step - window_start[0]) / (now - window_start[1])
+            images_per_second = (  # real images drawn, all processes
+                steps_per_second
+                * config.d_steps_per_g_step
+                * config.train_batch_size
+                * accelerator.num_processes
+            )
+            throughput = {"steps_per_second": steps_per_second, "images_per_second": images_per_second}
+            accelerator.log({**means, **learning_rates, **throughput}, step=global_step)
+            window_start = (global_step, now)
         # A checkpoint is never written during a run of non-finite steps, nor from non-finite weights, so the
         # latest one is a good one.
         if (
@@ -382,16 +404,28 @@ def averaged_generator(generator: ModelMixin, ema: EMAModel | None, config: GANT
     return averaged.eval()
 
 
+def lr_of(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate `optimizer` steps with now (its first parameter group's)."""
+    return optimizer.param_groups[0]["lr"]
+
+
 def apply_update(accelerator: Accelerator, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
     """Backpropagate `loss` and step `optimizer`, unless the loss or a gradient is non-finite on some process,
     or a gradient so large that its square, which Adam accumulates, overflows (its steps would then be 0
     forever): then no process applies anything (they must agree, or the next all-reduce would hang). True when
-    applied."""
+    applied.
+
+    fp16 scales the loss (`accelerator.backward`); a gradient that overflows the scale is then accelerate's
+    GradScaler's to handle: the optimizer step skips the update and lowers the scale (alike on every
+    process, whose gradients DDP has averaged). Only a non-finite loss counts as a non-finite step there."""
     finite = torch.isfinite(loss.detach()).float().reshape(1)
     if accelerator.gather(finite).min().item() == 0:
         return False
     optimizer.zero_grad(set_to_none=True)
     accelerator.backward(loss)
+    if accelerator.scaler is not None:
+        optimizer.step()
+        return True
     gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     finite = torch.stack([g.detach().float().square().isfinite().all() for g in gradients]).all()
     if accelerator.gather(finite.float().reshape(1)).min().item() == 0:
