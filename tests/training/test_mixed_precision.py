@@ -11,8 +11,9 @@ from accelerate.state import AcceleratorState
 from smart_hf.scores import load_score_model
 from smart_hf.smart import SmartRegularizer
 from smart_hf.training import build
-from smart_hf.training.config import parse_gan_args
+from smart_hf.training.config import parse_gan_args, parse_score_model_args
 from smart_hf.training.gan import apply_update, train_gan
+from smart_hf.training.score_model import train_score_model
 from tests.helpers import TINY_GAN, save_tiny_score
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -139,3 +140,19 @@ def test_fp16_overflow_is_left_to_accelerates_loss_scale():
     assert apply_update(accelerator, optimizer, weight.sum())
     assert torch.allclose(weight.detach(), torch.full((3,), 0.9)) and not optimizer.step_was_skipped
     assert not apply_update(accelerator, optimizer, weight.sum() * float("inf"))  # a non-finite loss still is
+
+
+def test_the_score_model_script_takes_accelerate_launchs_precision_unless_given(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    tiny_toy = "--dataset_name grid25 --hidden_dim 8 --num_layers 1 --train_batch_size 16 --max_train_steps 2"
+    train_score_model(parse_score_model_args([*tiny_toy.split(), "--output_dir", str(tmp_path / "launched")]))
+    recorded = json.loads((tmp_path / "launched" / "training_history.json").read_text())["config"]
+    assert recorded["mixed_precision"] == "bf16"
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    flags = [*tiny_toy.split(), "--output_dir", str(tmp_path / "flag"), "--mixed_precision", "no"]
+    train_score_model(parse_score_model_args(flags))
+    recorded = json.loads((tmp_path / "flag" / "training_history.json").read_text())["config"]
+    assert recorded["mixed_precision"] == "no"

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from smart_hf import hub
 from smart_hf.data import ImageDataset
 from smart_hf.pipelines import SmartOneStepPipeline
-from smart_hf.training import report
+from smart_hf.training import build, report
 from smart_hf.training.config import DIGITS_SCORE, parse_gan_args
 from smart_hf.training.gan import train_gan
 from tests.helpers import TINY_GAN, save_image_folder, save_tiny_score
@@ -312,3 +312,39 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, folder, score,
     )
     with torch.no_grad():
         torch.testing.assert_close(checkpointed(latents), plain(latents), rtol=0, atol=1e-4)
+
+
+def test_random_flip_mirrors_about_half_the_images_reproducibly():
+    images = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 3).repeat(32, 1, 1, 1)
+    flipped = build.RandomHorizontalFlip(seed=0)(images)
+    mirrored = (flipped == images.flip(-1)).flatten(1).all(1)
+    assert ((flipped == images).flatten(1).all(1) | mirrored).all()  # each image kept or mirrored, whole
+    assert 16 <= mirrored.sum() <= 48
+    assert torch.equal(build.RandomHorizontalFlip(seed=0)(images), flipped)
+
+
+def test_random_flip_resumes_exactly(tmp_path, folder, score):
+    flags = f"--train_data_dir {folder} --score {score} --checkpointing_steps 3".split()
+    run(tmp_path / "whole", *flags, "--random_flip", "--max_train_steps", "6")
+    run(tmp_path / "resumed", *flags, "--random_flip", "--max_train_steps", "3")
+    run(
+        tmp_path / "resumed",
+        *flags,
+        "--random_flip",
+        "--max_train_steps",
+        "6",
+        "--resume_from_checkpoint=latest",
+    )
+    assert_same_weights(tmp_path / "whole" / "generator", tmp_path / "resumed" / "generator")
+    # The flips matter: without them the run ends elsewhere.
+    run(tmp_path / "unflipped", *flags, "--max_train_steps", "6")
+    whole, unflipped = (
+        weights(tmp_path / "whole" / "generator"),
+        weights(tmp_path / "unflipped" / "generator"),
+    )
+    assert any(not torch.equal(whole[key], unflipped[key]) for key in whole)
+
+
+def test_random_flip_is_refused_for_toy_data():
+    with pytest.raises(ValueError, match="toy 2-D set: it takes no image options"):
+        parse_gan_args(["--dataset_name", "grid25", "--random_flip"]).check()

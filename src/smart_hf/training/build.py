@@ -96,6 +96,25 @@ class ToyBatches:
         self.generator.set_state(state["generator"])
 
 
+class RandomHorizontalFlip:
+    """Mirrors each real image left-right with probability 1/2 (--random_flip, as diffusers'
+    train_unconditional.py does). Its random state is checkpointed, so a resumed run flips the images an
+    uninterrupted run would."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        flip = torch.rand(len(images), generator=self.generator) < 0.5
+        return torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
 def image_batches(
     dataset: ImageDataset, batch_size: int, num_workers: int, seed: int | None = None
 ) -> torch.utils.data.DataLoader:

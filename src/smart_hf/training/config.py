@@ -172,6 +172,9 @@ class GANTrainingConfig:
     resolution: int | None = option(None, "Image size (default: the score model's, 8 for digits).", min=1)
     channels: int | None = option(None, "Default: the score model's channels.", choices=[1, 3])
     class_conditional: bool = option(False, "Condition G, D and the score model on class labels.")
+    random_flip: bool = option(
+        False, "Mirror each real image left-right with probability 1/2 (natural images, not digits or text)."
+    )
     max_train_samples: int | None = option(
         None,
         "Train on this many images drawn at random with --seed (images only; e.g. 180 = 10%% of the "
@@ -398,7 +401,7 @@ class GANTrainingConfig:
 
     def _check_data(self) -> None:
         name = self.dataset_name
-        if self.is_toy and (self.train_data_dir or self.class_conditional):
+        if self.is_toy and (self.train_data_dir or self.class_conditional or self.random_flip):
             raise ValueError(f"--dataset_name {name} is a toy 2-D set: it takes no image options.")
         if self.is_toy and self.max_train_samples is not None:
             raise ValueError(
@@ -550,7 +553,12 @@ class ScoreModelTrainingConfig:
     adam_weight_decay: float = option(0.0, min=0)
     adam_epsilon: float = option(1e-8, above=0)
     max_grad_norm: float | None = option(None, "Clip gradients to this norm.", above=0)
-    mixed_precision: str = option("no", choices=PRECISIONS)
+    mixed_precision: str | None = option(
+        None,
+        "Default: what `accelerate launch` says (its --mixed_precision or the accelerate config file), 'no' "
+        "without it; given here, it wins.",
+        choices=PRECISIONS,
+    )
     use_ema: bool = option(False, "Save an exponential moving average of weights.")
     ema_max_decay: float = option(0.999, min=0, max=1)
 

@@ -146,6 +146,9 @@ def train_gan(config: GANTrainingConfig) -> dict:
     ema = build.build_ema(config, unwrapped_generator)
     resolution = None if toy is not None else sample_shape[1]
     gan_loss = build.build_gan_loss(config, generator, discriminator, smart, accelerator, resolution)
+    flip = build.RandomHorizontalFlip(config.seed + accelerator.process_index) if config.random_flip else None
+    if flip is not None:
+        accelerator.register_for_checkpointing(flip)  # last, so the other objects keep their checkpoint slots
     register_model_hooks(accelerator, ema, config)
 
     progress = TrainingProgress()
@@ -206,6 +209,8 @@ def train_gan(config: GANTrainingConfig) -> dict:
         for _ in range(config.d_steps_per_g_step):
             batch = next(batch_iterator)
             real = batch["images"].to(accelerator.device)
+            if flip is not None:
+                real = flip(real)
             class_labels = batch.get("class_labels")
             latents = torch.randn(len(real), config.latent_dim, device=accelerator.device)
             with accelerator.autocast():

@@ -270,6 +270,7 @@ def train_score_model(config: ScoreModelTrainingConfig) -> dict:
         config.logger,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
+    config.mixed_precision = accelerator.mixed_precision  # as resolved: recorded and compared on resume
     claim_output_dir(
         accelerator,
         config.output_dir,
