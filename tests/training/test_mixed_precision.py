@@ -142,9 +142,7 @@ def test_fp16_overflow_is_left_to_accelerates_loss_scale():
     assert not apply_update(accelerator, optimizer, weight.sum() * float("inf"))  # a non-finite loss still is
 
 
-def test_the_score_model_script_takes_accelerate_launchs_precision_unless_given(
-    tmp_path, monkeypatch
-):
+def test_the_score_model_script_takes_accelerate_launchs_precision_unless_given(tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     tiny_toy = "--dataset_name grid25 --hidden_dim 8 --num_layers 1 --train_batch_size 16 --max_train_steps 2"
     train_score_model(parse_score_model_args([*tiny_toy.split(), "--output_dir", str(tmp_path / "launched")]))
