@@ -191,7 +191,7 @@ def export_pipeline(
 
     has_samples = num_samples > 0
     if has_samples:
-        _sample_grid(pipeline, num_samples, seed).save(output_dir / SAMPLES_NAME)
+        sample_grid(pipeline, num_samples, seed).save(output_dir / SAMPLES_NAME)
     card = model_card(
         generator_model,
         score_model=score_model,
@@ -525,7 +525,7 @@ def _prepare_output_dir(output_dir: Path, overwrite: bool) -> Path:
     return output_dir
 
 
-def _sample_grid(pipeline: SmartOneStepPipeline, num_samples: int, seed: int) -> Image.Image:
+def sample_grid(pipeline: SmartOneStepPipeline, num_samples: int, seed: int) -> Image.Image:
     """Sample grid (the pipeline runs its models in eval mode); a class-conditional generator with at most 16
     classes gets one class per column."""
     num_classes = pipeline.num_classes

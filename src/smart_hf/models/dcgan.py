@@ -2,7 +2,8 @@
 spectral norm in D (Miyato et al., 2018), a projection discriminator for classes (Miyato & Koyama, 2018)
 and an optional timestep input for Diffusion-GAN.
 
-Self-contained (only torch and diffusers imports) so the file can travel to the Hub beside its weights.
+Self-contained (only torch, diffusers and the standard library) so the file can travel to the Hub beside its
+weights; the helpers it shares with the other model file are therefore copies of each other.
 """
 
 import contextlib

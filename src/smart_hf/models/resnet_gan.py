@@ -2,7 +2,8 @@
 al., 2019): residual up/down-sampling blocks, class-conditional BatchNorm in G, spectral norm and a projection
 discriminator in D, and an optional timestep input for Diffusion-GAN.
 
-Self-contained (only torch and diffusers imports) so the file can travel to the Hub beside its weights.
+Self-contained (only torch, diffusers and the standard library) so the file can travel to the Hub beside its
+weights; the helpers it shares with the other model file are therefore copies of each other.
 """
 
 import contextlib

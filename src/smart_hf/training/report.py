@@ -23,7 +23,6 @@ from smart_hf.evaluation.features import DigitsFeatureExtractor
 from smart_hf.evaluation.frechet import FeatureStatistics, frechet_distance
 from smart_hf.evaluation.options import DEFAULT_K
 from smart_hf.evaluation.precision_recall import precision_recall
-from smart_hf.hub import _sample_grid
 from smart_hf.pipelines import SmartOneStepPipeline
 from smart_hf.smart import SmartRegularizer
 from smart_hf.toy2d import ToyDataset, toy_metrics
@@ -60,7 +59,7 @@ class LogWindow:
 
 def sample_grid(generator: ModelMixin, num_images: int, seed: int) -> Image.Image:
     """The export's sample grid of `generator` (one class per column for up to 16 classes)."""
-    return _sample_grid(SmartOneStepPipeline(gan=generator), num_images, seed)
+    return hub.sample_grid(SmartOneStepPipeline(gan=generator), num_images, seed)
 
 
 def save_sample_grid(
