@@ -10,6 +10,11 @@ classifier (`smart_hf.evaluation`):
 - FD_digits: the Fréchet distance to the 1,797 digits (lower is better). It is not comparable with Inception
   FID. The row "real digits" is the FD between two random halves of the data (898 and 899 images): what
   perfect samples score at that sample size; with many more samples a generator can score below it.
+- precision and recall (k-NN manifolds, Kynkäänniemi et al., 2019), density and coverage (Naeem et al.,
+  2020), k = 3, in the same features against the 1,797 digits: the mean over disjoint chunks of 1,797
+  generated images (27 of the 50,000), so that both sets have the same count, as those metrics assume.
+  Precision and density measure fidelity, recall and coverage diversity. The "real digits" row: one random
+  half against the other.
 - classes: the histogram of the classifier's predictions over the ten digits; a digit is covered when it gets
   at least half of its fair share (5% of the samples).
 
@@ -44,9 +49,11 @@ from benchmarks.common import (
     train_in_subprocess,
 )
 from smart_hf.evaluation import DigitsFeatureExtractor, FeatureStatistics
+from smart_hf.evaluation.precision_recall import density_coverage, precision_recall
 
 PRESET = os.path.join(CONFIGS, "digits.yaml")
 TARGET_IMPROVEMENT = 0.20
+MANIFOLD_METRICS = ("precision", "recall", "density", "coverage")
 
 
 def finished_run(output_dir: str, seed: int, smart_weight: float | None) -> dict | None:
@@ -66,6 +73,17 @@ def finished_run(output_dir: str, seed: int, smart_weight: float | None) -> dict
             f"seed {seed} and lambda {smart_weight}: pass another --output_dir or drop --reuse."
         )
     return metrics
+
+
+def manifold_metrics(real_features: torch.Tensor, fake_features: torch.Tensor) -> dict[str, float]:
+    """Precision, recall, density and coverage (k = 3), each the mean over disjoint chunks of as many
+    generated features as there are real ones (one chunk of all of them when there are fewer)."""
+    size = min(len(real_features), len(fake_features))
+    chunks = fake_features[: len(fake_features) // size * size].split(size)
+    values = [
+        precision_recall(real_features, chunk) | density_coverage(real_features, chunk) for chunk in chunks
+    ]
+    return {key: float(np.mean([value[key] for value in values])) for key in MANIFOLD_METRICS}
 
 
 def run_dir(output_root: str, name: str, seed: int) -> str:
@@ -111,10 +129,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
 
     extractor = DigitsFeatureExtractor()
     real = real_digits()
-    reference = FeatureStatistics.from_features(extractor.extract(real))
+    real_features = extractor.extract(real)
+    reference = FeatureStatistics.from_features(real_features)
     halves = torch.randperm(len(real), generator=torch.Generator().manual_seed(0)).chunk(2)
-    floor = FeatureStatistics.from_features(extractor.extract(real[halves[0]]))
+    floor = FeatureStatistics.from_features(real_features[halves[0]])
     real_row = judge_digits(extractor, real[halves[1]], floor)
+    real_row |= manifold_metrics(real_features[halves[0]], real_features[halves[1]])
     rows = {"real digits": [{**real_row, "spread": None, "seconds": None}]}
     grids = {"real digits": real[:64]}
     methods = {"GAN": 0.0}  # name -> --smart_weight (None: the preset's lambda)
@@ -141,12 +161,17 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         for draw in range(args.redraws):
             images = sample_images(run_dir(args.output_dir, name, seed), args.num_samples, seed + 1000 * draw)
             draws.append(judge_digits(extractor, images, reference))
+            draws[-1] |= manifold_metrics(real_features, extractor.extract(images))
             if seed == args.seeds[0] and draw == 0:
                 grids[name] = images[:64]
         distances = [d["fd"] for d in draws]
         result = {**draws[0], "fd": np.mean(distances), "spread": np.std(distances)}
+        result |= {key: float(np.mean([d[key] for d in draws])) for key in MANIFOLD_METRICS}
         rows.setdefault(name, []).append({**result, "seconds": finished[name, seed]["train_seconds"]})
-        tqdm.write(f"{name} seed {seed}: FD_digits {', '.join(f'{fd:.3f}' for fd in distances)}")
+        tqdm.write(
+            f"{name} seed {seed}: FD_digits {', '.join(f'{fd:.3f}' for fd in distances)}, "
+            f"precision {result['precision']:.3f}, recall {result['recall']:.3f}"
+        )
 
     print(
         f"\ndigits, seeds {args.seeds}, {args.num_samples} samples per FD ({args.redraws} draw(s) per run), "
@@ -155,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     print(f"extra args: {args.extra_args or '(none)'}; {args.jobs} training run(s) at a time\n")
     redrawn = args.redraws > 1
     header = ["method", "FD_digits", "per seed", *(["FD spread between draws (std)"] if redrawn else [])]
+    header += ["precision", "recall", "recall per seed", "density", "coverage"]
     header += ["digits covered", "class histogram 0–9 (%)", "training time per run (s)"]
     table = []
     for name, results in rows.items():
@@ -169,6 +195,11 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
                 mean_std(distances, ".3f"),
                 ", ".join(f"{fd:.3f}" for fd in distances),
                 *spread,
+                mean_std([r["precision"] for r in results], ".3f"),
+                mean_std([r["recall"] for r in results], ".3f"),
+                ", ".join(f"{r['recall']:.3f}" for r in results),
+                mean_std([r["density"] for r in results], ".3f"),
+                mean_std([r["coverage"] for r in results], ".3f"),
                 mean_std([r["covered"] for r in results], ".1f"),
                 " ".join(f"{share:.0f}" for share in histogram),
                 mean_std(seconds, ".0f") if seconds else "—",
@@ -176,12 +207,16 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         )
     print(markdown_table(header, table))
     plain = np.mean([r["fd"] for r in rows["GAN"]])
+    plain_recall = np.mean([r["recall"] for r in rows["GAN"]])
     for name in list(methods)[1:]:
         improvement = 1 - np.mean([r["fd"] for r in rows[name]]) / plain
         verdict = "met" if improvement >= TARGET_IMPROVEMENT else "NOT met"
+        recall = np.mean([r["recall"] for r in rows[name]])
+        recall_verdict = "not below" if recall >= plain_recall else "below"
         print(
             f"\n{name} changes FD_digits by {-100 * improvement:+.1f}% against the plain GAN "
-            f"(target: −{100 * TARGET_IMPROVEMENT:.0f}% or better: {verdict})."
+            f"(target: −{100 * TARGET_IMPROVEMENT:.0f}% or better: {verdict}); its recall is {recall:.3f} "
+            f"against the plain GAN's {plain_recall:.3f} ({recall_verdict})."
         )
 
     figure_path = os.path.join(args.output_dir, "digits_samples.png")

@@ -6,7 +6,8 @@ model records, i.e. the shipped `digits-unet` for `make demo`), sampled with dif
 its `DDPMScheduler` at 1000 steps, and `DDIMScheduler` (η = 0) at 50 and 10 steps.
 
 - Quality: FD_digits (the Fréchet distance in the digits classifier's features, against all 1,797 digits),
-  precision and recall (k-NN manifolds, k = 3, same features), all from `smart_hf.evaluation`. Images are
+  precision and recall (k-NN manifolds, k = 3, same features) and density and coverage (Naeem et al., 2020,
+  k = 3: fidelity and diversity from the real balls only), all from `smart_hf.evaluation`. Images are
   rounded to 8 bits first, as saved samples would be. FD_digits is not comparable with Inception FID.
 - Speed: images per second of each pipeline call (latents to images, 8-bit conversion excluded), measured in
   this run at the same batch size, device and thread count, after one untimed warm-up call per pipeline.
@@ -45,12 +46,13 @@ from benchmarks.common import (
 )
 from smart_hf import hub
 from smart_hf.evaluation import DigitsFeatureExtractor, FeatureStatistics, frechet_distance, precision_recall
+from smart_hf.evaluation.precision_recall import density_coverage
 from smart_hf.pipelines import SmartOneStepPipeline
 
 DEFAULT_MODEL = os.path.join("outputs", "demo", "pipeline")
 ONE_STEP = "SMaRt one-step"
 SPEED_UP_TARGET = 500
-QUALITY_HEADER = ["FD_digits", "precision", "recall"]
+QUALITY_HEADER = ["FD_digits", "precision", "recall", "density", "coverage"]
 
 
 @dataclass
@@ -219,7 +221,11 @@ def quality(
 ) -> dict[str, float]:
     features = extractor.extract(images)
     fd = frechet_distance(FeatureStatistics.from_features(features), reference)
-    return {"fd_digits": fd, **precision_recall(real_features, features, k)}
+    return {
+        "fd_digits": fd,
+        **precision_recall(real_features, features, k),
+        **density_coverage(real_features, features, k),
+    }
 
 
 def device_description(device: torch.device) -> str:
@@ -235,7 +241,7 @@ def device_description(device: torch.device) -> str:
 
 
 def quality_cells(row: dict) -> list[str]:
-    return [f"{row['fd_digits']:.2f}", f"{row['precision']:.3f}", f"{row['recall']:.3f}"]
+    return [f"{row['fd_digits']:.2f}", *(f"{row[key]:.3f}" for key in QUALITY_HEADER[1:])]
 
 
 def print_report(
@@ -249,7 +255,7 @@ def print_report(
     table = []
     for row in rows:
         if row["num_images"] < args.num_samples:  # quality only in the equal-count table
-            images, scores = f"{row['num_images']} †", ["— †"] * 3
+            images, scores = f"{row['num_images']} †", ["— †"] * len(QUALITY_HEADER)
         else:
             images, scores = row["num_images"], quality_cells(row)
         speed = [f"{row['images_per_second']:,.1f}", f"{row['speed_up']:,.1f}×"]

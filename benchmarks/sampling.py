@@ -53,7 +53,6 @@ from smart_hf.schedulers import (
     AnnealedScoreScheduler,
     ConsistentAnnealedSamplingScheduler,
 )
-from smart_hf.scores import GaussianMixtureScore
 from smart_hf.toy2d import ToyDataset, load_toy_dataset, toy_metrics
 
 SCORE_TRAIN_SCRIPT = os.path.join(REPO_ROOT, "training", "train_score_model.py")
@@ -126,7 +125,7 @@ def exact_noise_predictor(dataset: ToyDataset, scheduler: AnnealedScoreScheduler
         t = timesteps[0].item()
         low = min(int(t), len(log_sigmas) - 2)
         sigma = torch.exp(torch.lerp(log_sigmas[low], log_sigmas[low + 1], t - low))
-        score = GaussianMixtureScore(dataset.means, dataset.std, alphas_cumprod=1 / (1 + sigma[None] ** 2))
+        score = dataset.analytic_score(alphas_cumprod=1 / (1 + sigma[None] ** 2))
         return score.predict_noise(x_t, torch.zeros(len(x_t), dtype=torch.long))
 
     return predict

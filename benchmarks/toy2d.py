@@ -1,39 +1,56 @@
-"""Toy 2-D benchmark: plain GAN vs GAN + SMaRt (analytic score) vs GAN + SMaRt (learned score).
+"""Toy 2-D benchmark: plain GAN vs GAN + SMaRt on a family of Gaussian mixtures, and methods given by flags.
 
 Every method trains with `training/train_smart_gan.py` at the same step budget and seeds, and is scored on
-2,500 samples: modes covered, % high-quality samples (within 3 std of the nearest mode) and the sliced
-Wasserstein distance to fresh data. Prints a markdown table and writes a side-by-side scatter figure.
+2,500 samples by `smart_hf.toy2d.toy_metrics`: modes covered (a mode counts when it gets at least a quarter of
+the high-quality samples its weight asks for), % high-quality samples (within 3 std of the nearest mode), the
+sliced Wasserstein distance to fresh data, the mass error (total variation between the modes' shares of the
+high-quality samples and the mixture's weights) and the lightest mode's share over its weight. Prints per
+mixture a markdown table (mean ± std over seeds) and the per-seed values, and writes a side-by-side scatter
+figure of each method's first seed.
 
-    python -m benchmarks.toy2d                      # grid25, 3 seeds, the toy recipe below
+    python -m benchmarks.toy2d                      # grid25, 3 seeds: GAN, SMaRt (analytic and learned score)
     python -m benchmarks.toy2d --jobs 2             # two runs at a time, one thread each
+    python -m benchmarks.toy2d --mixtures all --methods gan analytic --jobs 2    # the whole family
+    python -m benchmarks.toy2d --mixtures grid9_weighted --method "wide t=--smart_t_max 400"
     python -m benchmarks.toy2d --seeds 0 1 2 3 4 --extra_args "--max_train_steps 8000"
     python -m benchmarks.toy2d --methods analytic learned   # skip the plain GAN (its runs do not depend on t)
 
 Every run starts from the toy preset `training/configs/grid25.yaml` (the best recipe found on grid25 at about
 a minute per run on a 2-core CPU, see the README): a 2-D-latent MLP generator with Fourier features of its
 latent and BatchNorm (frozen for the second half), Adam(0.5, 0.999) with a warmup-stable-decay learning rate,
-and SMaRt in its `sds` form (4 noise draws per sample) ramped in over the second half.
-The methods differ only in `--smart_weight 0` (the plain GAN) and `--score`.
+and SMaRt in its `sds` form (4 noise draws per sample) ramped in over the second half. The built-in methods
+differ only in `--smart_weight 0` (the plain GAN) and `--score`; each `--method NAME=FLAGS` adds one more,
+its flags last (they win).
+
+Runs are cached: a run's folder, `<output_dir>/<mixture>/<method>/<seed>`, is reused when its metrics.json
+holds the configuration that its flags give now (flags added to the training script since then at their
+defaults), so a method can be added later without re-running the others. Metrics are recomputed from the
+run's samples.npy, so a cached run is scored like a fresh one.
 """
 
 import argparse
+import json
 import os
+import re
 import shlex
 
 import numpy as np
+import torch
 
 from benchmarks.common import (
     CONFIGS,
     SCORE_MODELS,
     argument_parser,
+    markdown_table,
+    mean_std,
     point_drawer,
+    read_metrics,
     run_jobs,
     save_panels,
-    toy_table,
     train_in_subprocess,
     true_samples,
 )
-from smart_hf.toy2d import load_toy_dataset, toy_metrics
+from smart_hf.toy2d import COVERED_SHARE, TOY_DATASETS, load_toy_dataset, toy_metrics
 
 PRESET = os.path.join(CONFIGS, "grid25.yaml")
 LEARNED_SCORES = {"grid25": os.path.join(SCORE_MODELS, "grid25-mlp")}
@@ -42,6 +59,19 @@ METHOD_NAMES = {
     "analytic": "GAN + SMaRt (analytic score)",
     "learned": "GAN + SMaRt (learned score)",
 }
+BENCHMARK_FILE = "benchmark.json"  # beside a run's metrics.json: its flags and wall time
+RUN_DEPENDENT = {"output_dir", "overwrite_output_dir"}  # config keys that do not change a run's result
+SUMMARY_HEADER = [
+    "method",
+    f"modes covered (≥ {COVERED_SHARE:g} of share)",
+    "high-quality %",
+    "sliced W1",
+    "mass TV %",
+    "lightest-mode share ÷ weight",
+    "modes with any HQ sample",
+    "wall time per run (s)",
+]
+SEED_HEADER = ["method", "seed", "modes covered", "high-quality %", "sliced W1", "mass TV %", "lightest ÷ w"]
 
 
 def methods(dataset_name: str, chosen: list[str] | None = None) -> dict[str, list[str]]:
@@ -52,14 +82,36 @@ def methods(dataset_name: str, chosen: list[str] | None = None) -> dict[str, lis
     return {METHOD_NAMES[key]: value for key, value in flags.items() if chosen is None or key in chosen}
 
 
-def run_dir(output_root: str, name: str, seed: int) -> str:
-    """A method's run folder: "GAN", or the score in its name ("analytic_score"), then the seed."""
-    return os.path.join(output_root, name.split("(")[-1].strip(")").replace(" ", "_"), str(seed))
+def method_folder(name: str) -> str:
+    """A method's folder: "GAN", the score of a built-in SMaRt method ("analytic_score"), or its name with
+    runs of other characters than letters, digits, '.', '-' and '_' made one '_'."""
+    if name in METHOD_NAMES.values() and "(" in name:
+        return name.split("(")[-1].strip(")").replace(" ", "_")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+def run_dir(output_root: str, mixture: str, name: str, seed: int) -> str:
+    return os.path.join(output_root, mixture, method_folder(name), str(seed))
+
+
+def parse_method(spec: str) -> tuple[str, list[str]]:
+    """`NAME=FLAGS` -> (NAME, the flags split as a shell would)."""
+    name, separator, flags = spec.partition("=")
+    if not separator or not name.strip() or not method_folder(name):
+        raise argparse.ArgumentTypeError(
+            f"--method takes NAME=FLAGS, e.g. 'wide t=--smart_t_max 400'; got {spec!r}"
+        )
+    return name.strip(), shlex.split(flags)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argument_parser(__doc__)
-    parser.add_argument("--dataset_name", default="grid25")
+    parser.add_argument("--dataset_name", default="grid25", help="The mixture, when --mixtures is not given.")
+    parser.add_argument(
+        "--mixtures",
+        nargs="+",
+        help=f"Mixtures to run, or 'all': {', '.join(TOY_DATASETS)} (default: --dataset_name).",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
         "--extra_args",
@@ -69,57 +121,179 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--methods",
-        nargs="+",
+        nargs="*",
         choices=sorted(METHOD_NAMES),
-        help="Which methods to train (default: every one the data set has; 'learned' needs a shipped score).",
+        help="Which built-in methods to train (default: every one a mixture has; 'learned' needs a shipped "
+        "score); with no value, only the --method ones.",
+    )
+    parser.add_argument(
+        "--method",
+        dest="custom_methods",
+        action="append",
+        type=parse_method,
+        default=[],
+        metavar="NAME=FLAGS",
+        help="One more method: its display name and its train_smart_gan.py flags (after --extra_args); "
+        "repeatable. Its runs go to a folder named after it.",
     )
     parser.add_argument("--output_dir", default="outputs/benchmarks/toy2d")
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time; > 1 gives each run one thread.")
     args = parser.parse_args(argv)
+    if args.mixtures is None:
+        args.mixtures = [args.dataset_name]
+    elif args.mixtures == ["all"]:
+        args.mixtures = list(TOY_DATASETS)
+    unknown = [name for name in args.mixtures if name not in TOY_DATASETS]
+    if unknown:
+        parser.error(f"Unknown mixtures {unknown}: choose from {list(TOY_DATASETS)} or 'all'.")
     if any(flag.split("=")[0] == "--score" for flag in shlex.split(args.extra_args)):
         parser.error(
             "--extra_args must not set --score: the methods differ by their score (analytic, learned). "
-            "To try another score model, train with training/train_smart_gan.py --score <path>."
+            "To try another score, add a method: --method 'NAME=--score <path>'."
         )
-    if args.methods and "learned" in args.methods and args.dataset_name not in LEARNED_SCORES:
-        parser.error(f"No learned score is shipped for {args.dataset_name}: drop 'learned' from --methods.")
+    for mixture in args.mixtures:
+        if args.methods and "learned" in args.methods and mixture not in LEARNED_SCORES:
+            parser.error(f"No learned score is shipped for {mixture}: drop 'learned' from --methods.")
+    folders = [method_folder(name) for name in METHOD_NAMES.values()]
+    folders += [method_folder(name) for name, _ in args.custom_methods]
+    if len(set(folders)) < len(folders):
+        parser.error(
+            "Every --method needs a name of its own (different folders from each other and the built-ins)."
+        )
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
-    """Trains every method on every seed and prints the table; returns each method's per-seed metrics."""
+def is_cached(folder: str, flags: list[str]) -> bool:
+    """Whether `folder` holds a finished run whose recorded configuration is the one `flags` give now.
+
+    Flags that the training script gained after the run must be at their defaults; --mixed_precision left to
+    accelerate matches whatever the run resolved it to."""
+    # Imported here: only a check of a cached run needs the training configuration.
+    from smart_hf.training.config import parse_gan_args
+    from smart_hf.training.options import to_flat
+
+    if not all(os.path.isfile(os.path.join(folder, name)) for name in ("metrics.json", "samples.npy")):
+        return False
+
+    def flat(argv: list[str]) -> dict:
+        return json.loads(json.dumps(to_flat(parse_gan_args([*argv, "--output_dir", folder]))))
+
+    recorded, wanted, defaults = read_metrics(folder)["config"], flat(flags), flat([])
+    for key, value in wanted.items():
+        if key in RUN_DEPENDENT or (key == "mixed_precision" and value is None):
+            continue
+        if recorded.get(key, defaults[key]) != value:
+            return False
+    return True
+
+
+def score_run(folder: str, dataset, seed: int) -> dict:
+    """A finished run's metrics.json and wall time, with the toy metrics recomputed from its samples."""
+    samples = torch.from_numpy(np.load(os.path.join(folder, "samples.npy")))
+    metrics = {**read_metrics(folder), **toy_metrics(samples, dataset, seed=seed)}
+    benchmark_path = os.path.join(folder, BENCHMARK_FILE)
+    if os.path.isfile(benchmark_path):
+        with open(benchmark_path) as f:
+            metrics["wall_seconds"] = json.load(f)["wall_seconds"]
+    return metrics
+
+
+def summary_table(rows: dict[str, list[dict]]) -> str:
+    """Per method: the mean ± std over its runs of the toy metrics and the wall time."""
+    table = []
+    for label, results in rows.items():
+
+        def column(key: str, fmt: str, results=results) -> str:
+            return mean_std([result[key] for result in results], fmt)
+
+        wall = [result["wall_seconds"] for result in results if "wall_seconds" in result]
+        table.append(
+            [
+                label,
+                f"{column('modes_covered_quarter', '.1f')} / {results[0]['num_modes']}",
+                column("high_quality_percent", ".1f"),
+                column("sliced_wasserstein", ".3f"),
+                column("mass_tv_percent", ".1f"),
+                column("lightest_mode_ratio", ".2f"),
+                column("modes_covered", ".1f"),
+                mean_std(wall, ".0f") if wall else "—",
+            ]
+        )
+    return markdown_table(SUMMARY_HEADER, table)
+
+
+def seed_table(rows: dict[str, list[dict]], seeds: list[int]) -> str:
+    """Every run's values, one row per method and seed."""
+    table = [
+        [
+            label,
+            seed,
+            f"{result['modes_covered_quarter']}/{result['num_modes']}",
+            f"{result['high_quality_percent']:.1f}",
+            f"{result['sliced_wasserstein']:.3f}",
+            f"{result['mass_tv_percent']:.1f}",
+            f"{result['lightest_mode_ratio']:.2f}",
+        ]
+        for label, results in rows.items()
+        if label != "true data"
+        for seed, result in zip(seeds, results, strict=True)
+    ]
+    return markdown_table(SEED_HEADER, table)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, list[dict]]]:
+    """Trains (or reuses) every method on every mixture and seed and prints the tables; returns per mixture
+    each method's per-seed metrics, after a "true data" row."""
     args = parse_args(argv)
-    selected = methods(args.dataset_name, args.methods)
+    selected = {
+        mixture: {**methods(mixture, args.methods), **dict(args.custom_methods)} for mixture in args.mixtures
+    }
+    datasets = {mixture: load_toy_dataset(mixture) for mixture in args.mixtures}
+    runs = [
+        (mixture, name, seed)
+        for mixture in args.mixtures
+        for name in selected[mixture]
+        for seed in args.seeds
+    ]
 
-    dataset = load_toy_dataset(args.dataset_name)
-    reference = true_samples(dataset)
-    rows = {"true data": [toy_metrics(reference, dataset)]}
-    scatter = {"true data": reference.numpy()}
-    runs = [(name, seed) for name in selected for seed in args.seeds]
-    folders = {run: run_dir(args.output_dir, *run) for run in runs}
+    def train(run: tuple[str, str, int]) -> dict:
+        mixture, name, seed = run
+        folder = run_dir(args.output_dir, *run)
+        flags = ["--config", PRESET, "--dataset_name", mixture, "--seed", str(seed)]
+        flags += [*shlex.split(args.extra_args), *selected[mixture][name]]  # the method's flags win
+        if not is_cached(folder, flags):
+            wall_seconds = train_in_subprocess(flags, folder, single_thread=args.jobs > 1)["wall_seconds"]
+            with open(os.path.join(folder, BENCHMARK_FILE), "w") as f:
+                json.dump({"flags": flags, "wall_seconds": wall_seconds}, f, indent=2)
+        return score_run(folder, datasets[mixture], seed)
 
-    def train(run: tuple[str, int]) -> dict:
-        name, seed = run
-        flags = ["--config", PRESET, "--dataset_name", args.dataset_name, "--seed", str(seed)]
-        flags += [*shlex.split(args.extra_args), *selected[name]]  # the method's flags win
-        return train_in_subprocess(flags, folders[run], single_thread=args.jobs > 1)
-
-    for (name, seed), metrics in zip(runs, run_jobs(train, runs, args.jobs), strict=True):
+    results = {}
+    for mixture in args.mixtures:
+        reference = true_samples(datasets[mixture])
+        results[mixture] = {"true data": [toy_metrics(reference, datasets[mixture])]}
+    for (mixture, name, seed), metrics in zip(runs, run_jobs(train, runs, args.jobs), strict=True):
         print(
-            f"{name} seed {seed}: {metrics['modes_covered']}/{metrics['num_modes']} modes, "
-            f"{metrics['high_quality_percent']:.1f}% HQ, {metrics['wall_seconds']:.0f} s",
+            f"{mixture} {name} seed {seed}: {metrics['modes_covered_quarter']}/{metrics['num_modes']} modes, "
+            f"{metrics['high_quality_percent']:.1f}% HQ, mass TV {metrics['mass_tv_percent']:.1f}%, "
+            f"{metrics.get('wall_seconds', 0):.0f} s",
             flush=True,
         )
-        rows.setdefault(name, []).append(metrics)
-        if seed == args.seeds[0]:
-            scatter[name] = np.load(os.path.join(folders[name, seed], "samples.npy"))
+        results[mixture].setdefault(name, []).append(metrics)
 
-    print(f"\n{args.dataset_name}, seeds {args.seeds}, extra args: {args.extra_args or '(none)'}\n")
-    print(toy_table(rows))
-    figure_path = os.path.join(args.output_dir, f"{args.dataset_name}_samples.png")
-    save_panels(scatter, point_drawer(dataset), figure_path, (4, 4.2))
-    print(f"\nFigure: {figure_path}")
-    return rows
+    os.makedirs(args.output_dir, exist_ok=True)
+    for mixture, rows in results.items():
+        print(f"\n{mixture}, seeds {args.seeds}, extra args: {args.extra_args or '(none)'}\n")
+        print(summary_table(rows))
+        print(f"\nPer seed:\n\n{seed_table(rows, args.seeds)}")
+        scatter = {"true data": true_samples(datasets[mixture]).numpy()}
+        for name in selected[mixture]:
+            scatter[name] = np.load(
+                os.path.join(run_dir(args.output_dir, mixture, name, args.seeds[0]), "samples.npy")
+            )
+        figure_path = os.path.join(args.output_dir, f"{mixture}_samples.png")
+        save_panels(scatter, point_drawer(datasets[mixture]), figure_path, (4, 4.2))
+        print(f"\nFigure: {figure_path}")
+    return results
 
 
 if __name__ == "__main__":

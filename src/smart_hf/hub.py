@@ -75,12 +75,20 @@ TECHNIQUE_PAPERS = {
     "masked_gan": ["huang2022maskedgan"],
     "nice": ["ni2023nice"],
     "nats": ["wan2025nats", "johnson2018composite"],
+    "fake_score": ["yin2024improved"],
     "ttur": ["heusel2017gans"],
     "r1": ["mescheder2018training"],
     "fd": ["heusel2017gans"],
     "precision_recall": ["kynkaanniemi2019improved"],
 }
 BIBTEX = {
+    "yin2024improved": """@inproceedings{yin2024improved,
+  title={Improved Distribution Matching Distillation for Fast Image Synthesis},
+  author={Yin, Tianwei and Gharbi, Micha{\\"e}l and Park, Taesung and Zhang, Richard and Shechtman, Eli and
+          Durand, Fr{\\'e}do and Freeman, William T.},
+  booktitle={Advances in Neural Information Processing Systems (NeurIPS)},
+  year={2024}
+}""",
     "xia2024smart": """@inproceedings{xia2024smart,
   title={{SMaRt}: Improving {GANs} with Score Matching Regularity},
   author={Xia, Mengfei and Shen, Yujun and Yang, Ceyuan and Yi, Ran and Wang, Wenping and Liu, Yong-Jin},
@@ -630,6 +638,8 @@ def _evaluation_sections(metrics: dict[str, float], evaluation: dict[str, Any]) 
         )
     if evaluation.get("note"):
         sections.append(f"Note: {evaluation['note']}")
+    if best := evaluation.get("best_during_training"):
+        sections.append(_describe_best(best))
     known = {**{key: meaning for key, (_, meaning) in QUALITY_METRICS.items()}, **MEASUREMENTS}
     measured = [(key, metrics[key], meaning) for key, meaning in known.items() if key in metrics]
     if measured:
@@ -640,6 +650,20 @@ def _evaluation_sections(metrics: dict[str, float], evaluation: dict[str, Any]) 
     if others:
         sections += ["Training run:", _table(("measure", "value"), others)]
     return sections if len(sections) > 1 else []
+
+
+def _describe_best(best: dict[str, Any]) -> str:
+    """The lowest FD measured during training (`--eval_steps`), as `TrainingEvaluator` records it."""
+    metric = best["metric"]
+    name = QUALITY_METRICS.get(metric, (metric,))[0]
+    others = "".join(f", {key} {_format_value(best[key])}" for key in ("precision", "recall") if key in best)
+    return (
+        f"Best during training (evaluated every `--eval_steps`): {name} {_format_value(best[metric])}"
+        f"{others} at step {best['step']}, on {best['num_samples']} generated samples against as many "
+        f"{best.get('reference', 'real images')} in the {best.get('feature_dim')}-d features of "
+        f"`{best['feature_extractor']}`. The run's `checkpoint-best/` holds that generator; this export is "
+        "the final one."
+    )
 
 
 def _eval_results(

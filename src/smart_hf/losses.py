@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from smart_hf.fake_score import DistributionMatching
 from smart_hf.nats import NATSRefiner
 from smart_hf.nice import NICERegularizer
 from smart_hf.smart import SmartRegularizer
@@ -89,6 +90,9 @@ class GANLoss:
     `nice` modulates D's features with noise in the discriminator phase and adds its consistency loss, both
     noisy passes seeing the same augmented input. `nats` refines the fakes D is trained on and adds the
     generator's regression onto its refined samples (`smart_hf.nats`).
+
+    `distribution_matching` adds the DMD2-style term against a learned score of the generator's samples to the
+    generator phase; that score model trains in its own phase, `fake_score_phase` (`smart_hf.fake_score`).
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class GANLoss:
         augmentations: Sequence[DiscriminatorAugmentation] = (),
         nice: NICERegularizer | None = None,
         nats: NATSRefiner | None = None,
+        distribution_matching: DistributionMatching | None = None,
     ):
         _check_kind(adversarial_loss)
         if r1_gamma < 0:
@@ -114,6 +119,7 @@ class GANLoss:
         self.smart = smart
         self.augmentations = list(augmentations)
         self.nice, self.nats = nice, nats
+        self.distribution_matching = distribution_matching
 
     def _run_generator(self, latents: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
         return self.generator(latents) if class_labels is None else self.generator(latents, class_labels)
@@ -140,16 +146,22 @@ class GANLoss:
         self, latents: torch.Tensor, step: int, class_labels: torch.Tensor | None = None
     ) -> LossTerms:
         fake = self._run_generator(latents, class_labels)
-        adversarial = generator_adversarial_loss(
-            self.adversarial_loss, self._run_discriminator(fake, class_labels)
-        )
+        fake_logits = self._run_discriminator(fake, class_labels)
+        adversarial = generator_adversarial_loss(self.adversarial_loss, fake_logits)
         logs = {"loss_G": adversarial.item()}
         total = adversarial
         if self.smart is not None and self.smart.is_active(step):
-            smart = self.smart(fake, step, class_labels)
+            sample_weights = self.smart.sample_weights(fake_logits)
+            smart = self.smart(fake, step, class_labels, sample_weights=sample_weights)
             total = total + smart.loss
             logs["loss_smart"] = smart.score_matching_loss.item()
             logs["smart_weight"] = self.smart.weight_at(step)
+        matching = self.distribution_matching
+        if matching is not None and matching.is_active(step):
+            term = matching(fake, step, class_labels)
+            total = total + term.loss
+            logs["fake_score_gradient_norm"] = term.gradient_norm.item()
+            logs["fake_score_weight"] = matching.weight_at(step)
         if self.nats is not None and self.nats.is_active(step):
             refined = self.nats.refine(lambda x: self._run_discriminator(x, class_labels), fake, step)
             regression = self.nats.regression_loss(fake, refined)
@@ -157,6 +169,15 @@ class GANLoss:
             logs["loss_nats"] = regression.item()
             logs["nats_weight"] = self.nats.weight_at(step)
         return LossTerms(total, logs)
+
+    def fake_score_phase(self, latents: torch.Tensor, class_labels: torch.Tensor | None = None) -> LossTerms:
+        """The fake score model's denoising loss on fresh generated samples (G gets no gradient)."""
+        if self.distribution_matching is None:
+            raise ValueError("fake_score_phase needs a GANLoss built with distribution_matching.")
+        with torch.no_grad():
+            fake = self._run_generator(latents, class_labels)
+        loss = self.distribution_matching.fake_score_loss(fake, class_labels)
+        return LossTerms(loss, {"loss_fake_score": loss.item()})
 
     def discriminator_phase(
         self,

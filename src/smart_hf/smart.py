@@ -17,6 +17,14 @@ Choices the paper left open, made here:
   the score model, so it is cheaper.
 - `noise_draws` > 1 averages the term over that many (t, eps) draws per sample: a less noisy gradient for as
   many times the score evaluations.
+- `batch_shrink` N > 1 computes the term on the first len(batch) // N generated samples only (StyleGAN2's
+  `pl_batch_shrink` for its path-length regularizer): N times fewer score evaluations and less activation
+  memory, for a noisier term of the same expected size (a mean over elements).
+- `decay_steps` > 0 lowers lambda linearly to 0 over that many generator steps from `decay_start` on: the pull
+  sharpens the samples, then leaves the last steps to the adversarial loss, which shares mass between modes.
+- `sample_weighting="discriminator"` weights each sample's term by p_i = sigmoid(−D(x_i)), D's belief that it
+  is fake, normalised to mean 1 over the batch (detached): the pull acts on the samples off the data (the
+  bridges between modes) and less on those D already takes for real. The total strength is unchanged.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -27,6 +35,7 @@ import torch.nn.functional as F
 from smart_hf.scores import ScoreFunction
 
 GRADIENT_MODES = ("full", "sds")
+SAMPLE_WEIGHTINGS = ("none", "discriminator")
 
 
 @dataclass
@@ -48,6 +57,25 @@ class SmartConfig:
             "many times the score evaluations."
         },
     )
+    batch_shrink: int = field(
+        default=1,
+        metadata={
+            "help": "Compute the term on the first len(batch) // N generated samples (StyleGAN2's "
+            "pl_batch_shrink): about N times cheaper, noisier."
+        },
+    )
+    decay_start: int = field(default=0, metadata={"help": "Generator step where lambda starts to decay."})
+    decay_steps: int = field(
+        default=0, metadata={"help": "Linear lambda decay to 0 over N generator steps (0 = no decay)."}
+    )
+    sample_weighting: str = field(
+        default="none",
+        metadata={
+            "choices": SAMPLE_WEIGHTINGS,
+            "help": "'discriminator': weight each sample's pull by sigmoid(-D(x)) (D's belief that it is "
+            "fake), normalised to mean 1 over the batch.",
+        },
+    )
 
     def check(self) -> None:
         if not self.weight >= 0:  # also refuses NaN
@@ -56,8 +84,19 @@ class SmartConfig:
             raise ValueError(f"SMaRt interval must be >= 1 (1 = every generator step), got {self.interval}.")
         if self.noise_draws < 1:
             raise ValueError(f"SMaRt needs at least one noise draw per sample, got {self.noise_draws}.")
+        if self.batch_shrink < 1:
+            raise ValueError(
+                f"SMaRt batch shrink must be >= 1 (1 = the whole batch), got {self.batch_shrink}."
+            )
         if self.warmup_steps < 0 or self.warmup_start < 0:
             raise ValueError("SMaRt warm-up steps and start must be >= 0.")
+        if self.decay_steps < 0 or self.decay_start < 0:
+            raise ValueError("SMaRt decay steps and start must be >= 0.")
+        if self.sample_weighting not in SAMPLE_WEIGHTINGS:
+            raise ValueError(
+                f"Unknown SMaRt sample weighting {self.sample_weighting!r}; "
+                f"choose one of {SAMPLE_WEIGHTINGS}."
+            )
         if self.gradient_mode not in GRADIENT_MODES:
             raise ValueError(
                 f"Unknown SMaRt gradient mode {self.gradient_mode!r}; choose one of {GRADIENT_MODES}."
@@ -88,6 +127,10 @@ class SmartRegularizer:
         gradient_mode: str = "full",
         scale_by_interval: bool = False,
         noise_draws: int = 1,
+        batch_shrink: int = 1,
+        decay_start: int = 0,
+        decay_steps: int = 0,
+        sample_weighting: str = "none",
     ):
         config = SmartConfig(
             weight=weight,
@@ -99,6 +142,10 @@ class SmartRegularizer:
             gradient_mode=gradient_mode,
             scale_by_interval=scale_by_interval,
             noise_draws=noise_draws,
+            batch_shrink=batch_shrink,
+            decay_start=decay_start,
+            decay_steps=decay_steps,
+            sample_weighting=sample_weighting,
         )
         config.check()
         score.check_timestep_range(t_min, t_max)
@@ -110,18 +157,31 @@ class SmartRegularizer:
         self.gradient_mode = gradient_mode
         self.scale_by_interval = scale_by_interval
         self.noise_draws = noise_draws
+        self.batch_shrink = batch_shrink
+        self.decay_start, self.decay_steps = decay_start, decay_steps
+        self.sample_weighting = sample_weighting
 
     @classmethod
     def from_config(cls, score: ScoreFunction, config: SmartConfig) -> "SmartRegularizer":
         return cls(score, **asdict(config))
 
     def weight_at(self, step: int) -> float:
-        """lambda at generator step `step`, after warm-up (0 before `warmup_start`)."""
+        """lambda at generator step `step`, after warm-up (0 before `warmup_start`) and decay."""
         if step < self.warmup_start:
             return 0.0
-        if self.warmup_steps == 0:
-            return self.weight
-        return self.weight * min(1.0, (step - self.warmup_start) / self.warmup_steps)
+        weight = self.weight
+        if self.warmup_steps > 0:
+            weight *= min(1.0, (step - self.warmup_start) / self.warmup_steps)
+        if self.decay_steps > 0 and step >= self.decay_start:
+            weight *= max(0.0, 1.0 - (step - self.decay_start) / self.decay_steps)
+        return weight
+
+    def sample_weights(self, fake_logits: torch.Tensor) -> torch.Tensor | None:
+        """Each sample's weight from D's logits on the fakes (None without `sample_weighting`)."""
+        if self.sample_weighting == "none":
+            return None
+        fake_probability = torch.sigmoid(-fake_logits.detach().float())
+        return fake_probability / fake_probability.mean().clamp_min(1e-12)
 
     def is_active(self, step: int) -> bool:
         return self.weight_at(step) > 0 and step % self.interval == 0
@@ -131,11 +191,14 @@ class SmartRegularizer:
         samples: torch.Tensor,
         class_labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        sample_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(differentiable surrogate, plain denoising error) for `samples` in the score model's data range."""
+        """(differentiable surrogate, plain denoising error) for `samples` in the score model's data range;
+        `sample_weights` (one per sample) weight each sample's share of the surrogate."""
         if self.noise_draws > 1:
             samples = samples.repeat(self.noise_draws, *[1] * (samples.ndim - 1))
             class_labels = None if class_labels is None else class_labels.repeat(self.noise_draws)
+            sample_weights = None if sample_weights is None else sample_weights.repeat(self.noise_draws)
         batch = samples.shape[0]
         timesteps = torch.randint(
             self.t_min, self.t_max + 1, (batch,), device=samples.device, generator=generator
@@ -145,13 +208,18 @@ class SmartRegularizer:
         if self.gradient_mode == "full":
             eps_hat = self.score(x_t, timesteps, class_labels)
             loss = F.mse_loss(eps_hat.float(), noise.float())
-            return loss, loss.detach()
+            if sample_weights is None:
+                return loss, loss.detach()
+            return _weighted_mse(eps_hat.float(), noise.float(), sample_weights), loss.detach()
         with torch.no_grad():
             eps_hat = self.score(x_t, timesteps, class_labels)
             a_t, s_t = self.score.signal_and_noise_scales(timesteps, samples.ndim)
             gradient = 2.0 * (a_t / s_t) * (eps_hat.float() - noise.float())
             target = (samples.float() - gradient).detach()
-        surrogate = 0.5 * F.mse_loss(samples.float(), target)
+        if sample_weights is None:
+            surrogate = 0.5 * F.mse_loss(samples.float(), target)
+        else:
+            surrogate = 0.5 * _weighted_mse(samples.float(), target, sample_weights)
         return surrogate, F.mse_loss(eps_hat.float(), noise.float())
 
     def __call__(
@@ -160,11 +228,29 @@ class SmartRegularizer:
         step: int,
         class_labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        sample_weights: torch.Tensor | None = None,
     ) -> SmartOutput:
-        """The weighted regularizer at generator step `step` (zero on steps the lazy schedule skips)."""
+        """The weighted regularizer at generator step `step` (zero on steps the lazy schedule skips), on the
+        first len(samples) // batch_shrink samples, each weighted by `sample_weights` when given."""
         if not self.is_active(step):
             zero = samples.new_zeros((), dtype=torch.float32)
             return SmartOutput(loss=zero, score_matching_loss=zero)
-        surrogate, score_matching = self.score_matching_loss(samples, class_labels, generator)
+        if self.batch_shrink > 1:
+            kept = len(samples) // self.batch_shrink
+            if kept == 0:
+                raise ValueError(
+                    f"--smart_batch_shrink {self.batch_shrink} leaves no sample of a batch of "
+                    f"{len(samples)}: use a shrink of at most the batch size (per process)."
+                )
+            samples = samples[:kept]
+            class_labels = None if class_labels is None else class_labels[:kept]
+            sample_weights = None if sample_weights is None else sample_weights[:kept]
+        surrogate, score_matching = self.score_matching_loss(samples, class_labels, generator, sample_weights)
         weight = self.weight_at(step) * (self.interval if self.scale_by_interval else 1)
         return SmartOutput(loss=weight * surrogate, score_matching_loss=score_matching)
+
+
+def _weighted_mse(x: torch.Tensor, y: torch.Tensor, sample_weights: torch.Tensor) -> torch.Tensor:
+    """mean_i w_i · mean_elements (x_i − y_i)²."""
+    per_sample = (x - y).pow(2).reshape(x.shape[0], -1).mean(1)
+    return (sample_weights.to(per_sample) * per_sample).mean()

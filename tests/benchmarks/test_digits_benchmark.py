@@ -4,8 +4,10 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from benchmarks import digits as digits_benchmark
+from smart_hf.evaluation.precision_recall import density_coverage, precision_recall
 from tests.helpers import save_tiny_score
 
 TINY = (
@@ -33,6 +35,9 @@ def test_trains_both_methods_from_the_preset_and_judges_each_draw(trained, capsy
         (run,) = rows[name]
         assert run["fd"] > 0 and run["spread"] > 0  # two different draws of 80 images
         assert sum(run["histogram"]) == pytest.approx(1) and run["seconds"] > 0
+        assert all(0 <= run[key] <= 1 for key in ("precision", "recall", "coverage")) and run["density"] >= 0
+    (real,) = rows["real digits"]
+    assert real["precision"] > 0.5 and real["recall"] > 0.5  # one half of the digits against the other
     configs = {
         name: json.loads((output_dir / name / "0" / "metrics.json").read_text())["config"]
         for name in ("GAN", "GAN_SMaRt")
@@ -54,6 +59,8 @@ def test_reuse_judges_the_finished_runs_without_training(trained, monkeypatch, c
     assert [run["fd"] for run in again["GAN + SMaRt"]] == [run["fd"] for run in rows["GAN + SMaRt"]]
     output = capsys.readouterr().out
     assert "| FD spread between draws (std) |" in output and "80 samples per FD (2 draw(s) per run)" in output
+    assert "| precision | recall | recall per seed | density | coverage |" in output
+    assert "its recall is" in output
 
 
 def test_reuse_refuses_a_folder_of_another_seed(trained, tmp_path, monkeypatch):
@@ -63,6 +70,18 @@ def test_reuse_refuses_a_folder_of_another_seed(trained, tmp_path, monkeypatch):
     argv = [*argv[2:], "--seeds", "1", "--reuse", "--output_dir", str(tmp_path)]
     with pytest.raises(ValueError, match="holds a run with seed 0 and lambda 0.0, not seed 1 and lambda 0.0"):
         digits_benchmark.main(argv)
+
+
+def test_manifold_metrics_average_equal_count_chunks_and_drop_the_remainder():
+    generator = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(30, 4, generator=generator), torch.randn(70, 4, generator=generator) + 0.5
+    chunks = [
+        precision_recall(real, part) | density_coverage(real, part) for part in (fake[:30], fake[30:60])
+    ]
+    expected = {key: (chunks[0][key] + chunks[1][key]) / 2 for key in digits_benchmark.MANIFOLD_METRICS}
+    assert digits_benchmark.manifold_metrics(real, fake) == pytest.approx(expected)
+    fewer = precision_recall(real, fake[:20]) | density_coverage(real, fake[:20])
+    assert digits_benchmark.manifold_metrics(real, fake[:20]) == pytest.approx(fewer)
 
 
 @pytest.mark.parametrize("argv", [["--redraws", "0"], ["--num_samples", "1"]])

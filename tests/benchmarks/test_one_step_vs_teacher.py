@@ -43,12 +43,14 @@ def test_benchmark_runs(export, tmp_path, capsys):
     assert [row["num_images"] for row in results["equal_count_rows"]] == [70] * 4
     for row in results["rows"] + results["equal_count_rows"]:
         assert row["fd_digits"] > 0 and 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+        assert row["density"] >= 0 and 0 <= row["coverage"] <= 1
     assert results["rows"][1]["speed_up"] == 1.0
     # The targets compare with DDPM and with the DDIM run of fewest steps, and say honestly whether they hold.
     targets = results["targets"]
     assert (targets["speed_up"]["reference"], targets["fd"]["reference"]) == ("DDPM-3", "DDIM-2")
     assert targets["fd"]["met"] == (results["rows"][0]["fd_digits"] <= results["rows"][3]["fd_digits"])
-    assert "| DDPM-3 | 3 | 70 † | — † |" in output
+    assert "| DDPM-3 | 3 | 70 † | — † | — † | — † | — † | — † |" in output
+    assert "| FD_digits | precision | recall | density | coverage |" in output
     assert "speed-up vs DDPM-3" in output and "1 torch thread(s)" in output
     assert ("Target 2, quality: FD_digits" in output) and ("NOT met" in output or "met." in output)
     assert (tmp_path / "one_step_vs_teacher.png").stat().st_size > 0

@@ -34,6 +34,35 @@ def test_gaussian_mixture_noise_prediction_is_minus_sigma_times_autograd_score()
         torch.testing.assert_close(score(x, timesteps), -s_t * grad, rtol=1e-4, atol=1e-4)
 
 
+def test_weighted_gaussian_mixture_noise_prediction_is_minus_sigma_times_finite_difference_score():
+    """The weights enter the responsibilities: eps_hat = −s_t·∇log p_t, ∇ by central differences of
+    log sum_k w_k N(x; a_t·mu_k, (a_t²·std² + s_t²)·I) written out by hand."""
+    means = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    weights = torch.tensor([0.1, 0.6, 0.3], dtype=torch.float64)
+    std = 0.5
+    score = GaussianMixtureScore(means, std=std, weights=weights * 7)  # normalised inside
+    x = torch.tensor([[0.0, 0.0], [0.2, 1.0], [-0.7, 0.4]], dtype=torch.float64)
+
+    def log_density(points, a_t, variance):
+        squared = (points[:, None] - a_t * means[None]).pow(2).sum(-1)
+        return torch.logsumexp(weights.log() - squared / (2 * variance), dim=1)  # constants dropped
+
+    step = 1e-5
+    for t in (0, 100, 500):
+        timesteps = torch.full((3,), t)
+        a_t, s_t = (value.double() for value in score.signal_and_noise_scales(timesteps[:1], 1))
+        variance = a_t**2 * std**2 + s_t**2
+        differences = [
+            log_density(x + step * e, a_t, variance) - log_density(x - step * e, a_t, variance)
+            for e in torch.eye(2, dtype=torch.float64)
+        ]
+        gradient = torch.stack(differences, 1) / (2 * step)
+        eps_hat = score(x.float(), timesteps).double()
+        torch.testing.assert_close(eps_hat, -s_t * gradient, rtol=1e-4, atol=1e-4)
+    equal = GaussianMixtureScore(means, std=std)(x.float(), torch.full((3,), 100))
+    assert (equal - score(x.float(), torch.full((3,), 100))).abs().max() > 0.05  # the weights matter here
+
+
 def test_gaussian_mixture_rejects_bad_means():
     with pytest.raises(ValueError, match="num_components, dim"):
         GaussianMixtureScore(torch.zeros(3), std=0.1)

@@ -145,8 +145,139 @@ def test_noise_draws_average_the_term_over_draws_per_sample(gradient_mode):
         ({"t_min": 10, "t_max": 2000}, "outside the score model's schedule"),
         ({"gradient_mode": "exact"}, "Unknown SMaRt gradient mode"),
         ({"noise_draws": 0}, "at least one noise draw per sample, got 0"),
+        ({"batch_shrink": 0}, "batch shrink must be >= 1"),
+        ({"warmup_steps": -1}, "warm-up steps and start must be >= 0"),
+        ({"warmup_start": -1}, "warm-up steps and start must be >= 0"),
+        ({"decay_steps": -1}, "decay steps and start must be >= 0"),
+        ({"decay_start": -1}, "decay steps and start must be >= 0"),
+        ({"sample_weighting": "critic"}, "Unknown SMaRt sample weighting 'critic'"),
+        ({"weight": float("nan")}, "must be >= 0"),
+        ({"t_min": 5, "t_max": 4}, "outside the score model's schedule"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SmartRegularizer(GaussianMixtureScore(torch.zeros(1, 2), std=0.1), **kwargs)
+
+
+class ClassPointMassScore(GaussianMixtureScore):
+    """A point mass per class: eps_hat(x_t, t, c) = (x_t − a·center_c) / s, so labels change the value."""
+
+    def __init__(self, centers):
+        super().__init__(torch.tensor(centers), std=0.0, alphas_cumprod=ONE_STEP_SCHEDULE)
+        self.num_classes = len(centers)
+
+    def predict_noise(self, x_t, timesteps, class_labels=None):
+        a_t, s_t = self.signal_and_noise_scales(timesteps, x_t.ndim)
+        return (x_t - a_t * self.means[class_labels]) / s_t
+
+
+# The plain term of a point mass at 0 on x0 = [1, 2]: (a/s)²·mean(x0²).
+UNIT_TERM = (0.8 / 0.6) ** 2 * (1.0 + 4.0) / 2
+
+
+def test_loss_is_scaled_by_the_warmup_and_decay_weight_of_its_step():
+    smart = regularizer(
+        point_mass_score([0.0, 0.0]),
+        weight=0.2,
+        warmup_start=100,
+        warmup_steps=200,
+        decay_start=1000,
+        decay_steps=400,
+    )
+    x0 = torch.tensor([[1.0, 2.0]])
+    for step, weight in [
+        (99, 0.0),
+        (100, 0.0),
+        (200, 0.1),
+        (400, 0.2),
+        (1000, 0.2),
+        (1100, 0.15),
+        (2000, 0.0),
+    ]:
+        assert smart.weight_at(step) == pytest.approx(weight)
+        assert smart(x0, step=step).loss.item() == pytest.approx(weight * UNIT_TERM, rel=1e-5)
+
+
+def test_one_step_warmup_and_decay_and_a_warmup_start_without_ramp():
+    smart = regularizer(point_mass_score([0.0]), weight=0.5, warmup_start=10, warmup_steps=1)
+    assert [smart.weight_at(step) for step in (9, 10, 11)] == [0.0, 0.0, 0.5]
+    smart = regularizer(point_mass_score([0.0]), weight=0.5, warmup_start=10)
+    assert [smart.weight_at(step) for step in (9, 10)] == [0.0, 0.5]
+    smart = regularizer(point_mass_score([0.0]), weight=0.5, decay_start=10, decay_steps=1)
+    assert [smart.weight_at(step) for step in (9, 10, 11, 12)] == [0.5, 0.5, 0.0, 0.0]
+
+
+def test_scale_by_interval_multiplies_the_hand_computed_term_by_the_interval():
+    x0 = torch.tensor([[1.0, 2.0]])
+    smart = regularizer(point_mass_score([0.0, 0.0]), interval=8, scale_by_interval=True)
+    assert smart(x0, step=16).loss.item() == pytest.approx(8 * 0.1 * UNIT_TERM, rel=1e-5)
+    assert smart(x0, step=17).loss.item() == 0.0
+    plain = regularizer(point_mass_score([0.0, 0.0]), interval=8)
+    assert plain(x0, step=16).loss.item() == pytest.approx(0.1 * UNIT_TERM, rel=1e-5)
+
+
+def test_inactive_steps_return_float32_zeros():
+    output = regularizer(point_mass_score([0.0]), interval=2)(torch.ones(2, 1, dtype=torch.float64), step=1)
+    assert output.loss.dtype == output.score_matching_loss.dtype == torch.float32
+    assert output.loss.item() == output.score_matching_loss.item() == 0.0
+
+
+def test_sample_weights_are_the_normalised_fake_probabilities():
+    smart = regularizer(point_mass_score([0.0]), sample_weighting="discriminator")
+    logits = torch.tensor([0.0, 2.0, -1.0])
+    p = torch.sigmoid(-logits)
+    torch.testing.assert_close(smart.sample_weights(logits), p / p.mean())
+    assert regularizer(point_mass_score([0.0])).sample_weights(logits) is None
+
+
+@pytest.mark.parametrize("gradient_mode", ["full", "sds"])
+def test_weighted_term_weights_each_samples_hand_computed_error(gradient_mode):
+    # Point mass at 0: the per-sample plain term is (a/s)²·mean(x0²); sds' surrogate is 2·(a/s)²× that.
+    smart = regularizer(point_mass_score([0.0, 0.0]), weight=1.0, gradient_mode=gradient_mode)
+    x0 = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
+    weights = torch.tensor([0.5, 1.5])
+    per_sample = (0.8 / 0.6) ** 2 * torch.tensor([2.5, 0.5])
+    scale = 1.0 if gradient_mode == "full" else 2 * (0.8 / 0.6) ** 2
+    output = smart(x0, step=0, sample_weights=weights)
+    assert output.loss.item() == pytest.approx(scale * (weights * per_sample).mean().item(), rel=1e-5)
+    assert output.score_matching_loss.item() == pytest.approx(per_sample.mean().item(), rel=1e-5)
+    unweighted = smart(x0, step=0)
+    assert unweighted.loss.item() == pytest.approx(scale * per_sample.mean().item(), rel=1e-5)
+
+
+def test_batch_shrink_takes_the_first_samples_with_their_labels_and_weights():
+    score = ClassPointMassScore([[0.0], [1.0]])
+    smart = regularizer(score, weight=1.0, batch_shrink=2)
+    x0 = torch.tensor([[2.0], [3.0], [100.0], [-50.0]])
+    labels = torch.tensor([1, 0, 0, 1])
+    weights = torch.tensor([2.0, 0.5, 9.0, 9.0])
+    # Kept: (2 − 1)² with weight 2 and (3 − 0)² with weight 0.5.
+    expected = (0.8 / 0.6) ** 2 * (2.0 * 1.0 + 0.5 * 9.0) / 2
+    assert smart(x0, 0, labels, sample_weights=weights).loss.item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="leaves no sample of a batch of 1"):
+        smart(x0[:1], 0, labels[:1])
+
+
+@pytest.mark.parametrize("gradient_mode", ["full", "sds"])
+def test_noise_draws_repeat_the_class_labels_and_sample_weights_with_the_samples(gradient_mode):
+    score = ClassPointMassScore([[0.0], [1.0]])
+    smart = regularizer(score, weight=1.0, noise_draws=3, gradient_mode=gradient_mode)
+    x0, labels, weights = torch.tensor([[2.0], [3.0]]), torch.tensor([1, 0]), torch.tensor([0.5, 1.5])
+    per_sample = (0.8 / 0.6) ** 2 * torch.tensor([1.0, 9.0])
+    scale = 1.0 if gradient_mode == "full" else 2 * (0.8 / 0.6) ** 2
+    surrogate, plain = smart.score_matching_loss(x0, labels, sample_weights=weights)
+    assert surrogate.item() == pytest.approx(scale * (weights * per_sample).mean().item(), rel=1e-5)
+    assert plain.item() == pytest.approx(per_sample.mean().item(), rel=1e-5)
+
+
+def test_timesteps_are_drawn_from_t_min_to_t_max_inclusive():
+    # A two-step schedule: eps_hat − eps = a_t·x0/s_t for a point mass at 0, different for t = 0 and t = 1.
+    schedule = torch.tensor([0.64, 0.36])
+    score = GaussianMixtureScore(torch.zeros(1, 1), std=0.0, alphas_cumprod=schedule)
+    x0 = torch.ones(4000, 1)
+    ratios = {t: float(schedule[t] / (1 - schedule[t])) for t in (0, 1)}
+    for t_min, t_max, expected in [(0, 0, ratios[0]), (1, 1, ratios[1]), (0, 1, (ratios[0] + ratios[1]) / 2)]:
+        smart = SmartRegularizer(score, weight=1.0, t_min=t_min, t_max=t_max, interval=1)
+        loss = smart(x0, step=0, generator=torch.Generator().manual_seed(0)).loss.item()
+        assert loss == pytest.approx(expected, rel=0.03)

@@ -136,8 +136,7 @@ def reference_statistics(
         return statistics
     statistics = compute_statistics(extractor, images(), metadata)
     if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        statistics.save(cache)
+        _write_atomically(cache, statistics.save)
     return statistics
 
 
@@ -157,10 +156,21 @@ def reference_features(
             return torch.from_numpy(data["features"])
     features = compute_features(extractor, images())
     if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        with open(cache, "wb") as file:
-            np.savez(file, features=features.numpy(), metadata=json.dumps(metadata))
+
+        def save(path: str) -> None:
+            with open(path, "wb") as file:
+                np.savez(file, features=features.numpy(), metadata=json.dumps(metadata))
+
+        _write_atomically(cache, save)
     return features
+
+
+def _write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """`write(temporary path)`, then rename it to `path`: a run killed meanwhile leaves no truncated cache."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    partial = f"{path}.partial"
+    write(partial)
+    os.replace(partial, path)
 
 
 def _check_cache(path: str, cached: dict[str, Any], expected: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from diffusers.training_utils import EMAModel
 from transformers.optimization import get_wsd_schedule
 
 from smart_hf.data import ImageDataset, check_batch_size, load_image_dataset, verify_images
+from smart_hf.fake_score import DistributionMatching, build_fake_score_model
 from smart_hf.losses import DiscriminatorAugmentation, GANLoss
 from smart_hf.models import (
     DCGANDiscriminator,
@@ -228,6 +229,37 @@ def enable_gradient_checkpointing(*models: torch.nn.Module) -> None:
             logger.warning(f"{type(model).__name__} has no gradient checkpointing; it keeps its activations.")
 
 
+SCORE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def to_channels_last(*models: torch.nn.Module) -> None:
+    """Convolution weights in channels_last memory format (--channels_last): convolutions then produce
+    channels_last activations, which cuDNN's and oneDNN's kernels often run faster."""
+    for model in models:
+        model.to(memory_format=torch.channels_last)
+
+
+def check_compile() -> None:
+    """Compile and run a tiny function, so a missing compiler (inductor's CPU backend needs a C++ one, its
+    GPU backend Triton) stops the run now, with a clear message, not at the first step."""
+    try:
+        probe = torch.compile(lambda x: torch.sin(x) * 2 + 1)
+        probe(torch.zeros(4))
+    except Exception as error:
+        raise RuntimeError(
+            f"--compile_score / --compile_models: torch.compile does not work here ({type(error).__name__}: "
+            f"{error}). Install what it needs (a C++ compiler for CPUs, Triton for GPUs) or drop the flags."
+        ) from error
+
+
+def compile_score(score: ScoreFunction) -> ScoreFunction:
+    """The score with its noise predictor compiled (--compile_score); the weights stay shared and frozen."""
+    if not hasattr(score, "model"):
+        raise ValueError(f"--compile_score compiles a score model; {type(score).__name__} has none.")
+    score.model = torch.compile(score.model)
+    return score
+
+
 def build_optimizers(
     config: GANTrainingConfig, generator: ModelMixin, discriminator: ModelMixin
 ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
@@ -281,6 +313,16 @@ def build_ema(config: GANTrainingConfig, generator: ModelMixin) -> EMAModel | No
     )
 
 
+def build_fake_score(
+    config: GANTrainingConfig, sample_shape: tuple[int, ...], num_classes: int | None
+) -> tuple[ModelMixin, torch.optim.Adam] | tuple[None, None]:
+    """The score model of the generator's samples and its Adam optimizer (--fake_score), or (None, None)."""
+    if not config.fake_score.enabled:
+        return None, None
+    model = build_fake_score_model(config.fake_score, sample_shape, num_classes)
+    return model, torch.optim.Adam(model.parameters(), lr=config.fake_score.learning_rate)
+
+
 def build_gan_loss(
     config: GANTrainingConfig,
     generator: torch.nn.Module,
@@ -288,9 +330,12 @@ def build_gan_loss(
     smart: SmartRegularizer,
     accelerator: Accelerator,
     resolution: int | None,
+    fake_score_model: torch.nn.Module | None = None,
 ) -> GANLoss:
     """The GAN loss with every technique the config switches on: MaskedGAN's masks then Diffusion-GAN's
-    diffusion on D's inputs, NICE's noise on D's features, NATS's refinement of the fakes.
+    diffusion on D's inputs, NICE's noise on D's features, NATS's refinement of the fakes, distribution
+    matching against `fake_score_model` (--fake_score; the real score is SMaRt's); compiled G and D with
+    --compile_models.
 
     Adaptive techniques sum their statistics over processes (so every process adapts alike) and are
     checkpointed with the run."""
@@ -305,9 +350,16 @@ def build_gan_loss(
         augmentations.append(diffusion)
     nice = config.nice.build(accelerator.unwrap_model(discriminator), all_reduce)
     nats = config.nats.build(clip=None if config.is_toy else (-1.0, 1.0)) if config.nats.enabled else None
+    matching = None
+    if fake_score_model is not None:
+        matching = DistributionMatching.from_config(smart.score, fake_score_model, config.fake_score)
     for technique in (*augmentations, nice):
         if hasattr(technique, "state_dict"):
             accelerator.register_for_checkpointing(technique)
+    if config.compile_models:
+        # Only the loss calls the compiled G and D, which share the plain modules' parameters: checkpoints,
+        # exports and the EMA copy keep using the plain modules (state dicts without `_orig_mod.`).
+        generator, discriminator = torch.compile(generator), torch.compile(discriminator)
     return GANLoss(
         generator,
         discriminator,
@@ -318,4 +370,5 @@ def build_gan_loss(
         augmentations,
         nice=nice,
         nats=nats,
+        distribution_matching=matching,
     )

@@ -3,8 +3,10 @@
 A checkpoint is `<output_dir>/checkpoint-<step>/`: accelerate's `save_state` (optimizers, schedulers, random
 states of every process, registered objects; the loops' hooks save the models as diffusers folders) plus
 `training_state.json`, the loop's own counters. It is written into `checkpoint-<step>.partial/` and renamed
-when complete, so a run killed while writing never leaves a half checkpoint that `latest` would pick; old
-checkpoints beyond `--checkpoints_total_limit` are deleted only after the new one is in place.
+when complete (a checkpoint it replaces is first renamed out of the way, then deleted), so a run killed while
+writing never leaves a half checkpoint that `latest` would pick; old checkpoints beyond
+`--checkpoints_total_limit` are deleted only after the new one is in place. `checkpoint-best/` (the GAN's best
+checkpoint by FD, `--eval_steps`) is written the same way; `latest` and pruning never touch it.
 """
 
 import json
@@ -22,6 +24,7 @@ logger = get_logger(__name__, log_level="INFO")
 
 STATE_NAME = "training_state.json"
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
+BEST_CHECKPOINT = "checkpoint-best"
 
 
 def sorted_checkpoints(output_dir: str) -> list[str]:
@@ -38,10 +41,13 @@ def sorted_checkpoints(output_dir: str) -> list[str]:
 
 
 def incomplete_checkpoints(output_dir: str) -> list[str]:
-    """Checkpoint folders a killed run left unfinished (`.partial`, or without their training state)."""
+    """Checkpoint folders a killed run left unfinished (`.partial`, `.old`, or without their training
+    state)."""
     if not os.path.isdir(output_dir):
         return []
     complete = set(sorted_checkpoints(output_dir))
+    if os.path.isfile(os.path.join(output_dir, BEST_CHECKPOINT, STATE_NAME)):
+        complete.add(BEST_CHECKPOINT)
     return sorted(
         name
         for name in os.listdir(output_dir)
@@ -76,23 +82,33 @@ def prune_checkpoints(output_dir: str, keep: int) -> None:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: str, step: int, state: dict, total_limit: int | None = None
+    accelerator: Accelerator,
+    output_dir: str,
+    step: int,
+    state: dict,
+    total_limit: int | None = None,
+    name: str | None = None,
 ) -> str:
-    """Write `checkpoint-<step>/` (call on every process) with `state` as training_state.json; keep at most
-    `total_limit` checkpoints. Returns the checkpoint's path."""
-    path = os.path.join(output_dir, f"checkpoint-{step}")
-    partial = f"{path}.partial"
-    if accelerator.is_main_process and os.path.exists(partial):
-        shutil.rmtree(partial)  # left by a run killed while writing
+    """Write `checkpoint-<step>/` (or `name`, e.g. `BEST_CHECKPOINT`; call on every process) with `state` as
+    training_state.json; keep at most `total_limit` numbered checkpoints. Returns the checkpoint's path."""
+    path = os.path.join(output_dir, name or f"checkpoint-{step}")
+    partial, old = f"{path}.partial", f"{path}.old"
+    if accelerator.is_main_process:
+        for leftover in (partial, old):  # left by a run killed while writing
+            if os.path.exists(leftover):
+                shutil.rmtree(leftover)
     accelerator.wait_for_everyone()
     accelerator.save_state(partial)  # every process writes its own random states
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with open(os.path.join(partial, STATE_NAME), "w") as f:
             json.dump(state, f, indent=2)
+        # Renames are atomic, a deletion is not: the checkpoint replaced is deleted once out of the way.
         if os.path.exists(path):
-            shutil.rmtree(path)
+            os.replace(path, old)
         os.replace(partial, path)
+        if os.path.exists(old):
+            shutil.rmtree(old)
         if total_limit:
             prune_checkpoints(output_dir, total_limit)
     accelerator.wait_for_everyone()

@@ -16,6 +16,8 @@ from typing import Any
 import smart_hf
 from smart_hf.data import DIGITS
 from smart_hf.diffusion_gan import DiffusionGANConfig
+from smart_hf.evaluation.options import DEFAULT_DINOV2_MODEL, DEFAULT_K, FEATURE_SPACES
+from smart_hf.fake_score import FakeScoreConfig
 from smart_hf.losses import ADVERSARIAL_LOSSES
 from smart_hf.masked_gan import MaskedGANConfig
 from smart_hf.nats import NATSConfig
@@ -56,14 +58,18 @@ LR_SCHEDULERS = (
     "polynomial",
     "warmup_stable_decay",
 )
-TRACKERS = ("none", "tensorboard", "wandb")
+TRACKERS = ("none", "tensorboard", "wandb", "all")
+# The package each tracker needs (`all`: every one installed).
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 PRECISIONS = ("no", "fp16", "bf16")
+SCORE_DTYPES = ("fp32", "fp16", "bf16")
 # Options that do not change the trained model, left out of the model card.
 NOT_TRAINING_SETTINGS = {
     "config",
     "output_dir",
     "logging_dir",
     "logger",
+    "tracker_project_name",
     "cache_dir",
     "dataloader_num_workers",
     "resume_from_checkpoint",
@@ -73,6 +79,10 @@ NOT_TRAINING_SETTINGS = {
     "save_images_steps",
     "num_sample_images",
     "num_eval_samples",
+    "eval_steps",
+    "eval_features",
+    "eval_inception_weights",
+    "eval_dinov2_model",
     "push_to_hub",
     "hub_model_id",
     "hub_private_repo",
@@ -93,7 +103,7 @@ TOY_ONLY_SETTINGS = {
     "fourier_features",
 }
 # The option that switches each technique section on; a section's other options matter only when it is on.
-TECHNIQUE_SWITCHES = {"smart_weight", "diffusion_gan", "masked_gan", "nice", "nats"}
+TECHNIQUE_SWITCHES = {"smart_weight", "diffusion_gan", "masked_gan", "nice", "nats", "fake_score"}
 # Options that may change when a run resumes (the non-finite guard's advice, a longer run); the others
 # identify the run (`smart_hf.training.run_folder`).
 GAN_RESUMABLE_SETTINGS = NOT_TRAINING_SETTINGS | {
@@ -109,6 +119,9 @@ GAN_RESUMABLE_SETTINGS = NOT_TRAINING_SETTINGS | {
     "max_train_steps",
     "smart_weight",
     "allow_tf32",
+    "channels_last",
+    "compile_score",
+    "compile_models",
 }
 SCORE_MODEL_RESUMABLE_SETTINGS = {
     "output_dir",
@@ -119,6 +132,7 @@ SCORE_MODEL_RESUMABLE_SETTINGS = {
     "checkpointing_steps",
     "checkpoints_total_limit",
     "logger",
+    "tracker_project_name",
     "logging_steps",
     "num_sample_images",
     "num_inference_steps",
@@ -184,7 +198,13 @@ class GANTrainingConfig:
     dataloader_num_workers: int = option(0, min=0)
     output_dir: str = option("outputs/smart-gan")
     seed: int = option(0, min=0)
-    num_eval_samples: int = option(2500, "Samples for the final metrics (and the toy plot).", min=1)
+    num_eval_samples: int = option(
+        2500,
+        "Samples for the final metrics (and the toy plot) and for --eval_steps; image runs use at most the "
+        "data set's size.",
+        aliases=("eval_num_samples",),
+        min=1,
+    )
 
     score: str | None = option(
         None,
@@ -279,6 +299,18 @@ class GANTrainingConfig:
         "Recompute the activations of G's and D's blocks and of the frozen score UNet in the backward pass "
         "instead of keeping them: less memory for about one more forward pass (images only).",
     )
+    score_dtype: str | None = option(
+        None,
+        "The frozen score model's weights in this dtype (default: the compute dtype of --mixed_precision).",
+        choices=SCORE_DTYPES,
+    )
+    channels_last: bool = option(
+        False, "G, D and the score UNet in channels_last memory format (often faster convolutions on GPUs)."
+    )
+    compile_score: bool = option(False, "torch.compile the frozen score model (needs a working compiler).")
+    compile_models: bool = option(
+        False, "torch.compile G and D; checkpoints and exports keep the plain modules' weights."
+    )
     use_ema: bool = option(False, "Keep an EMA of the generator (exported).")
     ema_max_decay: float = option(0.999, min=0, max=1)
     ema_inv_gamma: float = option(1.0, "EMA warm-up: 1 − (1 + step/γ)^−power.", above=0)
@@ -297,6 +329,32 @@ class GANTrainingConfig:
     masked_gan: MaskedGANConfig = section(MaskedGANConfig, "mask_", "data-efficient discriminator")
     nice: NICEConfig = section(NICEConfig, "nice_", "data-efficient discriminator")
     nats: NATSConfig = section(NATSConfig, "nats_", "NATS (annealed functional-gradient refinement)")
+    fake_score: FakeScoreConfig = section(
+        FakeScoreConfig, "fake_score_", "distribution matching against a learned score of G's samples"
+    )
+
+    eval_steps: int | None = option(
+        None,
+        "Every N generator steps and at the end, the main process measures FD, precision and recall of the "
+        "EMA (or live) generator on --num_eval_samples images against as many training images (their "
+        "features computed once, cached in --output_dir), logs them and keeps the best checkpoint by FD in "
+        "checkpoint-best/. 'none' (the default): never (images only).",
+        type=step_or_none,
+        min=1,
+        group="evaluation during training",
+    )
+    eval_features: str | None = option(
+        None,
+        "Feature space of --eval_steps, as `smart-hf evaluate --features`: digits (FD_digits, the default "
+        "for the digits data and only for them), inception (FID; pytorch-fid) or dinov2 (FD_DINOv2).",
+        choices=FEATURE_SPACES,
+    )
+    eval_inception_weights: str | None = option(
+        None,
+        "pytorch-fid's Inception weights file (pt_inception-2015-12-05-6726825d.pth) for offline machines; "
+        "default: pytorch-fid downloads it.",
+    )
+    eval_dinov2_model: str = option(DEFAULT_DINOV2_MODEL, "DINOv2 Hub id or local folder.")
 
     checkpointing_steps: int = option(
         500, "0 = no checkpoints.", group="checkpoints, logging, samples and the Hub", min=0
@@ -308,13 +366,20 @@ class GANTrainingConfig:
         "Delete what another run left in --output_dir and start anew (otherwise such a folder is refused).",
     )
     logger: str = option(
-        "none", "Also --report_to, as diffusers' examples name it.", choices=TRACKERS, aliases=("report_to",)
+        "none",
+        "Also --report_to, as diffusers' examples name it; all: every tracker installed.",
+        choices=TRACKERS,
+        aliases=("report_to",),
+    )
+    tracker_project_name: str = option(
+        "train_smart_gan", "The trackers' project (accelerate's init_trackers)."
     )
     logging_dir: str = option("logs", "Tracker folder, inside --output_dir.")
     logging_steps: int = option(
         100,
-        "Steps averaged per logged value; the learning rates (lr_g, lr_d) of the last step and the "
-        "throughput (steps_per_second, images_per_second) are logged with them.",
+        "Steps averaged per logged value; the learning rates (lr_g, lr_d) of the last step, the throughput "
+        "(steps_per_second, seconds_per_step, images_per_second) and this process's peak memory "
+        "(peak_memory_cuda_allocated_mib on CUDA, else peak_memory_rss_mib) are logged with them.",
         min=1,
     )
     save_images_steps: int = option(500, "Sample grid into samples/ every N steps; 0 = none.", min=0)
@@ -354,13 +419,14 @@ class GANTrainingConfig:
     @property
     def techniques(self) -> list[str]:
         """The techniques this run uses: its switched-on sections (`smart`, `diffusion_gan`, `masked_gan`,
-        `nice`, `nats`), `ttur` (separate learning rates or betas for G and D) and `r1`."""
+        `nice`, `nats`, `fake_score`), `ttur` (separate learning rates or betas for G and D) and `r1`."""
         used = {
             "smart": self.smart.weight > 0,
             "diffusion_gan": self.diffusion_gan.enabled,
             "masked_gan": self.masked_gan.mode != "none",
             "nice": self.nice.enabled,
             "nats": self.nats.enabled,
+            "fake_score": self.fake_score.enabled,
             "ttur": self.g_learning_rate != self.d_learning_rate or self.g_adam_betas != self.d_adam_betas,
             "r1": self.r1_gamma > 0,
         }
@@ -369,6 +435,8 @@ class GANTrainingConfig:
     def check(self) -> None:
         """Refuse settings the GAN loop cannot honour, before anything is loaded or written."""
         check_values(self)
+        check_tracker(self.logger)
+        self._check_evaluation()
         if self.gradient_accumulation_steps != 1:
             raise ValueError(
                 "--gradient_accumulation_steps > 1 is not supported: the discriminator and generator steps "
@@ -385,6 +453,47 @@ class GANTrainingConfig:
                 "set, whose runs export none: drop --push_to_hub."
             )
         self._check_techniques()
+
+    @property
+    def eval_feature_space(self) -> str | None:
+        """--eval_features, by default digits for the embedded digits (no default for other data)."""
+        is_digits = self.dataset_name == DIGITS and self.train_data_dir is None
+        return self.eval_features or ("digits" if is_digits else None)
+
+    def _check_evaluation(self) -> None:
+        given = [
+            f"--{name}"
+            for name in ("eval_features", "eval_inception_weights", "eval_dinov2_model")
+            if getattr(self, name) != getattr(type(self), name)
+        ]
+        if self.eval_steps is None:
+            if given:
+                raise ValueError(f"{' '.join(given)} only act with --eval_steps: add it, or drop them.")
+            return
+        if self.is_toy:
+            raise ValueError(
+                f"--eval_steps measures image quality; {self.dataset_name} is a toy 2-D set (its mode "
+                "coverage is measured at the end): drop --eval_steps."
+            )
+        space = self.eval_feature_space
+        if space is None:
+            raise ValueError(
+                f"--eval_steps needs a feature space for {self.data_source}: pass --eval_features inception "
+                "(FID) or dinov2 (the digits classifier's features fit only the embedded digits)."
+            )
+        if space == "digits" and not (self.dataset_name == DIGITS and self.train_data_dir is None):
+            raise ValueError(
+                f"--eval_features digits measures the embedded 8×8 digits (the classifier was trained on "
+                f"them), not {self.data_source}: use --eval_features inception or dinov2."
+            )
+        if self.eval_inception_weights is not None and space != "inception":
+            raise ValueError("--eval_inception_weights only acts with --eval_features inception.")
+        if self.eval_dinov2_model != DEFAULT_DINOV2_MODEL and space != "dinov2":
+            raise ValueError("--eval_dinov2_model only acts with --eval_features dinov2.")
+        if self.num_eval_samples <= DEFAULT_K:
+            raise ValueError(
+                f"--eval_steps needs --num_eval_samples > {DEFAULT_K} (precision and recall's k)."
+            )
 
     def _check_learning_rate_schedule(self) -> None:
         if self.lr_decay_steps is not None:
@@ -441,6 +550,13 @@ class GANTrainingConfig:
                 "--gradient_checkpointing saves activation memory of image models; the toy MLPs need none: "
                 "drop it."
             )
+        if self.is_toy and self.channels_last:
+            raise ValueError("--channels_last is a memory format of image tensors; the toy MLPs have none.")
+        if self.score == "analytic" and (self.score_dtype or self.compile_score):
+            raise ValueError(
+                "--score_dtype and --compile_score act on a score model; --score analytic is a formula: "
+                "drop them."
+            )
         if self.freeze_batch_norm_step is not None:
             if self.is_toy and not self.generator_batch_norm:
                 raise ValueError(
@@ -450,6 +566,11 @@ class GANTrainingConfig:
 
     def _check_techniques(self) -> None:
         self.smart.check()
+        if self.smart.weight > 0 and self.train_batch_size // self.smart.batch_shrink == 0:
+            raise ValueError(
+                f"--smart_batch_shrink {self.smart.batch_shrink} leaves no sample of a batch of "
+                f"{self.train_batch_size} (--train_batch_size, per process): use at most the batch size."
+            )
         if self.is_toy and self.masked_gan.mode != "none":
             raise ValueError(
                 f"--masked_gan {self.masked_gan.mode} masks image patches and 2-D frequency bands; "
@@ -457,12 +578,24 @@ class GANTrainingConfig:
                 "(--diffusion_gan works on toy data)."
             )
         self.diffusion_gan.check()
-        for name, technique in (("nice", self.nice), ("nats", self.nats)):
+        for name, technique in (("nice", self.nice), ("nats", self.nats), ("fake_score", self.fake_score)):
             given = non_default_flags(technique, f"{name}_")
             if given and not technique.enabled:
                 raise ValueError(f"{' '.join(given)} only act with --{name}: add --{name}, or drop them.")
             if technique.enabled:
                 technique.check()
+
+
+def check_tracker(name: str) -> None:
+    """Refuse a tracker whose package is not installed (accelerate would fail or log nothing later)."""
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+    if name in available and not available[name]:
+        raise ValueError(
+            f"--report_to {name}: the {name} package is not installed. pip install {TRACKER_PACKAGES[name]}, "
+            "or choose another tracker (or none)."
+        )
 
 
 def from_options(options: dict[str, Any]) -> GANTrainingConfig:
@@ -584,7 +717,15 @@ class ScoreModelTrainingConfig:
         False,
         "Delete what another run left in --output_dir and start anew (otherwise such a folder is refused).",
     )
-    logger: str = option("none", choices=TRACKERS)
+    logger: str = option(
+        "none",
+        "Also --report_to, as diffusers' examples name it; all: every tracker installed.",
+        choices=TRACKERS,
+        aliases=("report_to",),
+    )
+    tracker_project_name: str = option(
+        "train_score_model", "The trackers' project (accelerate's init_trackers)."
+    )
     logging_steps: int = option(100, "Loss history resolution.", min=1)
     num_sample_images: int = option(64, "Final sample grid; 0 = none.", min=0)
     num_inference_steps: int = option(100, "DDIM steps for the grid.", min=1)
@@ -604,6 +745,7 @@ class ScoreModelTrainingConfig:
     def check(self) -> None:
         """Refuse settings the score-model loop cannot honour."""
         check_values(self)
+        check_tracker(self.logger)
         if not self.adversarial:
             return
         if self.gradient_accumulation_steps != 1:

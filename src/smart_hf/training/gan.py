@@ -20,7 +20,10 @@ applied; after --max_nonfinite_steps such steps in a row the run stops, naming t
 
 Checkpoints (`checkpoint-<step>/`: generator/, discriminator/, generator_ema/, training_state.json with the
 step counters and the EMA state, and accelerate's optimizer and random states) continue with
---resume_from_checkpoint latest. The output folder gets generator/ (and generator_ema/) and metrics.json,
+--resume_from_checkpoint latest, as a torchelastic restart (torchrun --max_restarts) does by itself
+(`run_folder.resume_after_restart`). With --eval_steps the main process measures FD, precision and recall
+during training (`smart_hf.evaluation.during_training`) and keeps the lowest-FD checkpoint as
+`checkpoint-best/`. The output folder gets generator/ (and generator_ema/) and metrics.json,
 which `smart-hf export` reads; image runs also get samples.png, samples/ (grids during training) and
 pipeline/ (a Hub-ready export, uploaded with --push_to_hub); toy runs get a scatter plot. Presets of the
 paper's settings: --config training/configs/<name>.yaml (repeatable), overridden by flags on the command line.
@@ -36,17 +39,21 @@ from dataclasses import asdict, dataclass
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from smart_hf import hub
+from smart_hf.data import ImageDataset
+from smart_hf.evaluation.during_training import TrainingEvaluator
 from smart_hf.smart import SmartRegularizer
 from smart_hf.toy2d import load_toy_dataset
 from smart_hf.training import build, report
 from smart_hf.training.batch_norm import freeze_batch_norm, recalibrate_batch_norm
 from smart_hf.training.checkpoints import (
+    BEST_CHECKPOINT,
+    STATE_NAME,
     apply_optimizer_settings,
     find_checkpoint,
     load_checkpoint,
@@ -54,11 +61,12 @@ from smart_hf.training.checkpoints import (
 )
 from smart_hf.training.config import GAN_RESUMABLE_SETTINGS, GANTrainingConfig
 from smart_hf.training.options import to_flat
-from smart_hf.training.run_folder import claim_output_dir, run_identity
+from smart_hf.training.run_folder import claim_output_dir, resume_after_restart, run_identity
 
 logger = get_logger(__name__, log_level="INFO")
 
 MODEL_FOLDERS = ("generator", "discriminator")  # in the order of `accelerator.prepare`
+FAKE_SCORE_FOLDER = "fake_score"  # prepared after them with --fake_score
 EMA_FOLDER = "generator_ema"
 
 
@@ -70,6 +78,7 @@ class TrainingProgress:
     discriminator_step: int = 0  # discriminator steps = batches drawn per process
     nonfinite_steps: int = 0  # steps not applied because a loss was not finite
     train_seconds: float = 0.0
+    best_eval: dict | None = None  # --eval_steps: the evaluation of checkpoint-best/ (lowest FD)
 
 
 def train_gan(config: GANTrainingConfig) -> dict:
@@ -90,6 +99,9 @@ def train_gan(config: GANTrainingConfig) -> dict:
     if config.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    config.resume_from_checkpoint, config.overwrite_output_dir = resume_after_restart(
+        accelerator, config.output_dir, config.resume_from_checkpoint, config.overwrite_output_dir
+    )
     claim_output_dir(
         accelerator,
         config.output_dir,
@@ -109,7 +121,10 @@ def train_gan(config: GANTrainingConfig) -> dict:
 
     # Data, the frozen score model and the networks; every bad input is refused here, before training.
     toy = load_toy_dataset(config.dataset_name) if config.is_toy else None
-    score = build.build_score(config, toy, weight_dtype).to(accelerator.device)
+    if config.compile_score or config.compile_models:
+        build.check_compile()
+    score_dtype = build.SCORE_DTYPES.get(config.score_dtype, weight_dtype)  # --score_dtype, else compute's
+    score = build.build_score(config, toy, score_dtype).to(accelerator.device)
     if toy is not None:
         dataset, num_classes, sample_shape = None, None, tuple(toy.means.shape[1:])
         batches = build.ToyBatches(toy, config.train_batch_size, config.seed + accelerator.process_index)
@@ -123,6 +138,10 @@ def train_gan(config: GANTrainingConfig) -> dict:
         generator, discriminator = build.build_image_models(config, sample_shape, num_classes)
         if config.gradient_checkpointing:
             build.enable_gradient_checkpointing(generator, discriminator, score)
+        if config.channels_last:
+            build.to_channels_last(generator, discriminator, score)
+    if config.compile_score:
+        score = build.compile_score(score)
     score.check_compatible(sample_shape, num_classes)
     smart = SmartRegularizer.from_config(score, config.smart)  # also checks the t range; lambda 0: plain GAN
 
@@ -142,10 +161,16 @@ def train_gan(config: GANTrainingConfig) -> dict:
             for optimizer in (optimizer_g, optimizer_d)
         )
     )
+    # --fake_score: a score model of G's samples, trained in its own phase with its own optimizer.
+    fake_score_model, optimizer_f = build.build_fake_score(config, sample_shape, num_classes)
+    if fake_score_model is not None:
+        fake_score_model, optimizer_f = accelerator.prepare(fake_score_model, optimizer_f)
     unwrapped_generator = accelerator.unwrap_model(generator)
     ema = build.build_ema(config, unwrapped_generator)
     resolution = None if toy is not None else sample_shape[1]
-    gan_loss = build.build_gan_loss(config, generator, discriminator, smart, accelerator, resolution)
+    gan_loss = build.build_gan_loss(
+        config, generator, discriminator, smart, accelerator, resolution, fake_score_model
+    )
     flip = build.RandomHorizontalFlip(config.seed + accelerator.process_index) if config.random_flip else None
     if flip is not None:
         accelerator.register_for_checkpointing(flip)  # last, so the other objects keep their checkpoint slots
@@ -165,13 +190,17 @@ def train_gan(config: GANTrainingConfig) -> dict:
     if accelerator.is_main_process:
         os.makedirs(config.output_dir, exist_ok=True)
         accelerator.init_trackers(
-            "train_smart_gan",
+            config.tracker_project_name,
             config={
                 key: value if isinstance(value, int | float | str | bool) else str(value)
                 for key, value in to_flat(config).items()
             },
         )
 
+    # --eval_steps: the main process's evaluator, and the best evaluation so far (also checkpoint-best's).
+    evaluator = setup_evaluator(accelerator, config, dataset)
+    if evaluator is not None:
+        progress.best_eval = best_so_far(progress.best_eval, config.output_dir, evaluator.description)
     batch_iterator = (
         iter(batches)
         if toy is not None
@@ -196,6 +225,9 @@ def train_gan(config: GANTrainingConfig) -> dict:
     # Non-finite steps in a row, per kind of step (the loss terms it computes): a lazy SMaRt or R1 term that
     # overflows on each of its steps is caught although the steps between them are fine.
     nonfinite_in_a_row: dict[frozenset[str], int] = {}
+    # What a checkpoint holds, checked to be finite before one is written.
+    healthy_models = [model for model in (generator, discriminator, fake_score_model) if model is not None]
+    healthy_optimizers = [opt for opt in (optimizer_g, optimizer_d, optimizer_f) if opt is not None]
     freeze_step = config.freeze_batch_norm_step
     if freeze_step is not None and start_step > freeze_step:  # resumed after the freeze
         freeze_batch_norm(unwrapped_generator, config.train_batch_size, config.seed, recalibrate=False)
@@ -227,6 +259,13 @@ def train_gan(config: GANTrainingConfig) -> dict:
             g_terms = gan_loss.generator_phase(latents, step, class_labels)
         g_applied = apply_update(accelerator, optimizer_g, g_terms.total)
         discriminator.requires_grad_(True)
+        f_logs = {}
+        for _ in range(config.fake_score.updates if optimizer_f is not None else 0):
+            latents = torch.randn(len(real), config.latent_dim, device=accelerator.device)
+            with accelerator.autocast():
+                f_terms = gan_loss.fake_score_phase(latents, class_labels)
+            applied &= apply_update(accelerator, optimizer_f, f_terms.total)
+            f_logs = f_terms.logs
         if g_applied and ema is not None:
             ema.step(unwrapped_generator.parameters())
         learning_rates = {"lr_g": lr_of(optimizer_g), "lr_d": lr_of(optimizer_d)}  # this step's
@@ -234,7 +273,7 @@ def train_gan(config: GANTrainingConfig) -> dict:
         lr_scheduler_d.step()
 
         # Bookkeeping: the non-finite guard, logs, checkpoints, sample grids.
-        logs = {**d_terms.logs, **g_terms.logs}
+        logs = {**d_terms.logs, **g_terms.logs, **f_logs}
         if config.smart.weight > 0:
             logs["smart_weight"] = smart.weight_at(step)
         progress.global_step += 1
@@ -264,25 +303,50 @@ def train_gan(config: GANTrainingConfig) -> dict:
                 * config.train_batch_size
                 * accelerator.num_processes
             )
-            throughput = {"steps_per_second": steps_per_second, "images_per_second": images_per_second}
-            accelerator.log({**means, **learning_rates, **throughput}, step=global_step)
+            throughput = {
+                "steps_per_second": steps_per_second,
+                "seconds_per_step": 1 / steps_per_second,
+                "images_per_second": images_per_second,
+            }
+            memory = report.peak_memory(accelerator.device)
+            accelerator.log({**means, **learning_rates, **throughput, **memory}, step=global_step)
             window_start = (global_step, now)
+        new_best = False
+        if config.eval_steps and (
+            global_step % config.eval_steps == 0 or global_step == config.max_train_steps
+        ):
+            eval_start = time.time()
+            new_best = evaluate(accelerator, evaluator, unwrapped_generator, ema, config, progress)
+            # Evaluation time is not training time: the throughput of this window leaves it out.
+            window_start = (window_start[0], window_start[1] + time.time() - eval_start)
         # A checkpoint is never written during a run of non-finite steps, nor from non-finite weights, so the
         # latest one is a good one.
         if (
             config.checkpointing_steps
             and global_step % config.checkpointing_steps == 0
             and not any(nonfinite_in_a_row.values())
-            and all_finite(accelerator, [generator, discriminator], [optimizer_g, optimizer_d], ema)
+            and all_finite(accelerator, healthy_models, healthy_optimizers, ema)
         ):
             progress.train_seconds = previous_seconds + time.time() - start_time
-            state = asdict(progress)
-            if ema is not None:
-                state["ema"] = {
-                    key: value for key, value in ema.state_dict().items() if key != "shadow_params"
-                }
             last_checkpoint = save_checkpoint(
-                accelerator, config.output_dir, global_step, state, config.checkpoints_total_limit
+                accelerator,
+                config.output_dir,
+                global_step,
+                checkpoint_state(progress, ema),
+                config.checkpoints_total_limit,
+            )
+        if (
+            new_best
+            and not any(nonfinite_in_a_row.values())
+            and all_finite(accelerator, healthy_models, healthy_optimizers, ema)
+        ):
+            progress.train_seconds = previous_seconds + time.time() - start_time
+            save_checkpoint(
+                accelerator,
+                config.output_dir,
+                global_step,
+                checkpoint_state(progress, ema),
+                name=BEST_CHECKPOINT,
             )
         if toy is None and config.save_images_steps and global_step % config.save_images_steps == 0:
             if accelerator.is_main_process:
@@ -306,6 +370,8 @@ def train_gan(config: GANTrainingConfig) -> dict:
             "seconds_per_step": loop_seconds / steps_run if steps_run else None,
             "nonfinite_steps": progress.nonfinite_steps,
         }
+        if progress.best_eval is not None:
+            results["best_eval"] = progress.best_eval
         if toy is not None:
             results = report.finish_toy(config, final, toy, results)
         else:
@@ -333,11 +399,13 @@ def check_checkpoint_timesteps(config: GANTrainingConfig, checkpoint: str) -> No
 
 
 def register_model_hooks(accelerator: Accelerator, ema: EMAModel | None, config: GANTrainingConfig) -> None:
-    """Checkpoints hold G and D (and the EMA generator) as diffusers folders, not pickles."""
+    """Checkpoints hold G and D (and the EMA generator, and the fake score model) as diffusers folders, not
+    pickles."""
+    folders = MODEL_FOLDERS + ((FAKE_SCORE_FOLDER,) if config.fake_score.enabled else ())
 
     def save_models(models, weights, output_dir):
         if accelerator.is_main_process:
-            for folder, model in zip(MODEL_FOLDERS, models, strict=True):
+            for folder, model in zip(folders, models, strict=True):
                 accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, folder))
             if ema is not None:
                 generator = accelerator.unwrap_model(models[0])
@@ -347,7 +415,7 @@ def register_model_hooks(accelerator: Accelerator, ema: EMAModel | None, config:
         weights.clear()  # saved above as safetensors folders; accelerate need not pickle them again
 
     def load_models(models, input_dir):
-        for folder, model in zip(MODEL_FOLDERS, models, strict=True):
+        for folder, model in zip(folders, models, strict=True):
             model = accelerator.unwrap_model(model)
             model.load_state_dict(type(model).from_pretrained(input_dir, subfolder=folder).state_dict())
         if ema is not None:
@@ -361,6 +429,108 @@ def register_model_hooks(accelerator: Accelerator, ema: EMAModel | None, config:
 
     accelerator.register_save_state_pre_hook(save_models)
     accelerator.register_load_state_pre_hook(load_models)
+
+
+def checkpoint_state(progress: TrainingProgress, ema: EMAModel | None) -> dict:
+    """training_state.json of a checkpoint: the counters and the EMA's own state (decay, step)."""
+    state = asdict(progress)
+    if ema is not None:
+        state["ema"] = {key: value for key, value in ema.state_dict().items() if key != "shadow_params"}
+    return state
+
+
+def from_main_process(accelerator: Accelerator, values: list[float]) -> list[float]:
+    """The main process's `values` on every process (the others wait for it)."""
+    return broadcast(torch.tensor(values, dtype=torch.float32, device=accelerator.device)).tolist()
+
+
+def setup_evaluator(
+    accelerator: Accelerator, config: GANTrainingConfig, dataset: ImageDataset | None
+) -> TrainingEvaluator | None:
+    """The evaluator of --eval_steps on the main process (None on the others, or without --eval_steps): its
+    reference features are computed (or read from the cache) now, before training. When that fails on the main
+    process, every process stops."""
+    if config.eval_steps is None:
+        return None
+    evaluator, error = None, None
+    if accelerator.is_main_process:
+        try:
+            evaluator = TrainingEvaluator(
+                dataset,
+                config.eval_feature_space,
+                config.num_eval_samples,
+                cache_dir=config.output_dir,
+                batch_size=config.train_batch_size,
+                seed=config.seed,
+                device=accelerator.device,
+                dinov2_model=config.eval_dinov2_model,
+                inception_weights=config.eval_inception_weights,
+            )
+        except Exception as caught:  # raised below, once every process knows
+            error = caught
+    if from_main_process(accelerator, [error is not None])[0]:
+        raise error or RuntimeError("Setting up --eval_steps failed on the main process; see its error.")
+    if evaluator is not None:
+        logger.info(
+            f"Evaluating every {config.eval_steps} steps: {evaluator.metric}, precision and recall on "
+            f"{evaluator.num_samples} samples in the features of {evaluator.extractor.name}."
+        )
+    return evaluator
+
+
+def best_so_far(best: dict | None, output_dir: str, description: dict) -> dict | None:
+    """The lowest-FD evaluation among the resumed checkpoint's `best` and checkpoint-best's own, if measured
+    as `description` says (same metric, feature space and sample count); None when there is none."""
+    path = os.path.join(output_dir, BEST_CHECKPOINT, STATE_NAME)
+    candidates = [best]
+    if os.path.isfile(path):
+        with open(path) as f:
+            candidates.append(json.load(f).get("best_eval"))
+    keys = ("metric", "feature_extractor", "num_samples")
+    candidates = [record for record in candidates if record is not None]
+    comparable = [record for record in candidates if all(record.get(k) == description[k] for k in keys)]
+    if candidates and not comparable:
+        measured = ", ".join(f"{key} {candidates[0].get(key)}" for key in keys)
+        logger.warning(
+            f"The best evaluation so far was measured otherwise ({measured}) than this run's: "
+            f"{BEST_CHECKPOINT} will be replaced by this run's first evaluation."
+        )
+    return min(comparable, key=lambda record: record[record["metric"]], default=None)
+
+
+def evaluate(
+    accelerator: Accelerator,
+    evaluator: TrainingEvaluator | None,
+    generator: ModelMixin,
+    ema: EMAModel | None,
+    config: GANTrainingConfig,
+    progress: TrainingProgress,
+) -> bool:
+    """Evaluate the averaged generator on the main process (the others wait), log and print the metrics,
+    record a new best in `progress`. True on every process when this evaluation is the best so far (lowest
+    FD; a run whose earlier best was measured otherwise starts afresh)."""
+    step, is_best, error = progress.global_step, False, None
+    if accelerator.is_main_process:
+        try:
+            start = time.time()
+            metrics = evaluator.evaluate(averaged_generator(generator, ema, config))
+            metric, best = evaluator.metric, progress.best_eval
+            is_best = metric in metrics and (best is None or metrics[metric] < best[metric])
+            if is_best:
+                progress.best_eval = {"step": step, **metrics, **evaluator.description}
+            if progress.best_eval is not None:
+                metrics[f"best_{metric}"] = progress.best_eval[metric]
+            accelerator.log({**metrics, "eval_seconds": time.time() - start}, step=step)
+            shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items())
+            logger.info(f"Evaluation at step {step}: {shown or 'nothing measured'}")
+        except Exception as caught:  # raised below, once every process knows
+            error = caught
+    failed, is_best = from_main_process(accelerator, [error is not None, is_best])
+    if failed:
+        raise error or RuntimeError(
+            f"The evaluation at step {step} failed on the main process (see its error)."
+        )
+    return bool(is_best)
 
 
 def restore_progress(state: dict, progress: TrainingProgress, ema: EMAModel | None) -> None:

@@ -7,6 +7,8 @@ data works offline), samples.png and the Hub-ready `pipeline/` export, whose mod
 
 import json
 import os
+import resource
+import sys
 from typing import Any
 
 import matplotlib
@@ -69,10 +71,19 @@ def save_sample_grid(
     grid = sample_grid(generator, config.num_sample_images, config.seed)
     os.makedirs(os.path.join(config.output_dir, "samples"), exist_ok=True)
     grid.save(os.path.join(config.output_dir, "samples", f"step-{step:06d}.png"))
-    if config.logger == "tensorboard":
+    if any(tracker.name == "tensorboard" for tracker in accelerator.trackers):
         pixels = np.asarray(grid)
         tracker = accelerator.get_tracker("tensorboard", unwrap=True)
         tracker.add_image("samples", pixels, step, dataformats="HW" if pixels.ndim == 2 else "HWC")
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """This process's peak memory so far, in MiB: allocated by torch on a CUDA `device`, else the process's
+    peak resident set size (RSS), each under a key that says which."""
+    if device.type == "cuda":
+        return {"peak_memory_cuda_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+    return {"peak_memory_rss_mib": peak / 2**20 if sys.platform == "darwin" else peak / 2**10}
 
 
 @torch.no_grad()
@@ -235,6 +246,9 @@ def finish_images(
     sample_grid(final, config.num_sample_images, config.seed).save(samples_path)
 
     export_dir = os.path.join(config.output_dir, "pipeline")
+    card_evaluation = dict(evaluation)  # --eval_steps: also the lowest FD during training (best_eval)
+    if "best_eval" in results:
+        card_evaluation["best_during_training"] = results["best_eval"]
     hub.export_pipeline(
         final,
         export_dir,
@@ -242,7 +256,7 @@ def finish_images(
         score_model=config.score,
         dataset=config.data_source,
         metrics=results,
-        evaluation=evaluation,
+        evaluation=card_evaluation,
         training_config=options,
         repo_id=config.hub_model_id,
         license=config.hub_license,

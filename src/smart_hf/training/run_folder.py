@@ -6,6 +6,9 @@ folder that holds another run's checkpoints or models is refused unless it asks 
 (--resume_from_checkpoint) or to start afresh (--overwrite_output_dir, which empties the folder); a resume is
 refused when the folder's run had other options. So checkpoints, models, metrics and exports in one folder
 always come from one run.
+
+A run whose workers torchelastic started again (`torchrun --max_restarts`) is the same run: it resumes from
+its latest checkpoint by itself and never empties the folder.
 """
 
 import hashlib
@@ -14,7 +17,11 @@ import os
 import shutil
 from collections.abc import Iterable
 
+import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
+
+logger = get_logger(__name__, log_level="INFO")
 
 RUN_FILE = "run.json"
 # Entries a run leaves in its output folder (besides checkpoint-<step>/ and its .partial form). run.json alone
@@ -51,6 +58,31 @@ def previous_outputs(output_dir: str) -> list[str]:
     return sorted(
         name for name in os.listdir(output_dir) if name in RUN_OUTPUTS or name.startswith("checkpoint-")
     )
+
+
+def elastic_restarts(accelerator: Accelerator) -> int:
+    """How many times torchelastic has started this run's workers again (TORCHELASTIC_RESTART_COUNT), the
+    most over all processes: after a failure on one node only that node's agent counts a restart, although
+    the workers of every node start again."""
+    count = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    return int(accelerator.gather(torch.tensor([count], device=accelerator.device)).max())
+
+
+def resume_after_restart(
+    accelerator: Accelerator, output_dir: str, resume_from_checkpoint: str | None, overwrite: bool
+) -> tuple[str | None, bool]:
+    """--resume_from_checkpoint and --overwrite_output_dir as they apply to this start of the run (call on
+    every process): after a torchelastic restart, 'latest' unless a checkpoint was named, and no overwrite
+    (it would delete the checkpoints the run continues from)."""
+    restarts = elastic_restarts(accelerator)
+    if not restarts:
+        return resume_from_checkpoint, overwrite
+    if resume_from_checkpoint is None:
+        resume_from_checkpoint = "latest"
+        logger.info(f"torchelastic restart {restarts}: resuming from the latest checkpoint in {output_dir}.")
+    if overwrite:
+        logger.info(f"torchelastic restart {restarts}: --overwrite_output_dir ignored, {output_dir} is kept.")
+    return resume_from_checkpoint, False
 
 
 def claim_output_dir(

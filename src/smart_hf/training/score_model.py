@@ -14,7 +14,8 @@ and `scheduler/`. Both load with `smart_hf.load_score_model` and serve as `--sco
 The loss is the unweighted MSE between the network's output and its target — the noise for `epsilon`, the
 clean sample for `sample`, the velocity a_t·eps − s_t·x0 for `v_prediction` — with t uniform over the
 schedule. Checkpoints (`checkpoint-<step>/`) hold the model, its EMA, the optimizer, the learning-rate
-schedule, the random states and the loss history, so `--resume_from_checkpoint latest` continues the run.
+schedule, the random states and the loss history, so `--resume_from_checkpoint latest` continues the run (a
+torchelastic restart does so by itself).
 
 --adversarial trains with the hybrid objective of Jolicoeur-Martineau et al. (ICLR 2021, "Adversarial score
 matching and improved sampling for image generation"). A discriminator D tells real samples x from the
@@ -68,7 +69,7 @@ from smart_hf.training.checkpoints import (
 from smart_hf.training.config import SCORE_MODEL_RESUMABLE_SETTINGS, ScoreModelTrainingConfig
 from smart_hf.training.options import to_flat
 from smart_hf.training.report import save_loss_curve
-from smart_hf.training.run_folder import claim_output_dir, run_identity
+from smart_hf.training.run_folder import claim_output_dir, resume_after_restart, run_identity
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -271,6 +272,10 @@ def train_score_model(config: ScoreModelTrainingConfig) -> dict:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
     config.mixed_precision = accelerator.mixed_precision  # as resolved: recorded and compared on resume
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    config.resume_from_checkpoint, config.overwrite_output_dir = resume_after_restart(
+        accelerator, config.output_dir, config.resume_from_checkpoint, config.overwrite_output_dir
+    )
     claim_output_dir(
         accelerator,
         config.output_dir,
@@ -278,7 +283,6 @@ def train_score_model(config: ScoreModelTrainingConfig) -> dict:
         resume=config.resume_from_checkpoint is not None,
         overwrite=config.overwrite_output_dir,
     )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(config.seed)
 
     # Data and model; bad input is refused here, before anything is written.
@@ -389,7 +393,8 @@ def train_score_model(config: ScoreModelTrainingConfig) -> dict:
 
     if accelerator.is_main_process:
         os.makedirs(config.output_dir, exist_ok=True)
-        accelerator.init_trackers("train_score_model", config={k: str(v) for k, v in to_flat(config).items()})
+        options = {key: str(value) for key, value in to_flat(config).items()}
+        accelerator.init_trackers(config.tracker_project_name, config=options)
 
     def training_state(seconds: float) -> dict:
         return {"config": to_flat(config), "train_seconds": seconds, "history": history}

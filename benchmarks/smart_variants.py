@@ -1,0 +1,174 @@
+"""SMaRt's variants side by side on toy mixtures: do any keep its quality gain without its diversity cost?
+
+Every method trains from the toy preset `training/configs/grid25.yaml` (SMaRt `sds`, t ∈ [50, 100], 4 noise
+draws, lambda 0.3 ramped in over the second half) with the exact score of the mixture, and differs only in the
+flags listed in METHODS. Each run is scored on its 2,500 samples by `smart_hf.toy2d.toy_metrics`: modes
+covered (at least one high-quality sample, and at least a quarter of the mode's expected count), % high
+quality, sliced W1, the per-mode mass error (total variation between the modes' shares of the HQ samples and
+the mixture's weights) and the lightest mode's share relative to its weight. Prints one markdown table per
+mixture (mean ± std over seeds, and per seed) and draws the trade-off figure (% HQ against mass TV and against
+W1, one point per method, error bars = std over seeds).
+
+    python -m benchmarks.smart_variants --jobs 2                        # grid25 and grid9_weighted, seeds 0-2
+    python -m benchmarks.smart_variants --mixtures ring8 --methods gan smart smart_dm1
+    python -m benchmarks.smart_variants --no_train                      # tables from the runs already there
+
+Runs whose folder already holds a metrics.json are not trained again (delete the folder to redo one).
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import (  # noqa: E402
+    CONFIGS,
+    argument_parser,
+    markdown_table,
+    mean_std,
+    run_jobs,
+    train_in_subprocess,
+)
+from smart_hf.toy2d import load_toy_dataset, toy_metrics  # noqa: E402
+
+PRESET = os.path.join(CONFIGS, "grid25.yaml")
+FAKE_SCORE_RAMP = ["--fake_score_warmup_start", "2000", "--fake_score_warmup_steps", "2000"]
+# Method id -> the flags that make it, on top of the preset (which is "smart": the paper's form).
+METHODS = {
+    "gan": ["--smart_weight", "0"],
+    "smart": [],
+    "smart_w0.1": ["--smart_weight", "0.1"],
+    "smart_decay": [
+        "--smart_warmup_steps",
+        "1000",
+        "--smart_decay_start",
+        "3000",
+        "--smart_decay_steps",
+        "1000",
+    ],
+    "smart_dweight": ["--smart_sample_weighting", "discriminator"],
+    "dm1": ["--smart_weight", "0", "--fake_score", "--fake_score_weight", "1", *FAKE_SCORE_RAMP],
+    "smart_dm1": ["--fake_score", "--fake_score_weight", "1", *FAKE_SCORE_RAMP],
+}
+HEADER = [
+    "method",
+    "modes (≥1 HQ)",
+    "modes (≥¼ share)",
+    "HQ %",
+    "sliced W1",
+    "mass TV %",
+    "lightest mode share / weight",
+    "per seed: HQ % / mass TV % / W1",
+]
+
+
+def run_dir(output_root: str, mixture: str, method: str, seed: int) -> str:
+    return os.path.join(output_root, mixture, method, str(seed))
+
+
+def train(item: tuple[str, str, int, str, bool]) -> None:
+    mixture, method, seed, output_root, single_thread = item
+    folder = run_dir(output_root, mixture, method, seed)
+    if os.path.isfile(os.path.join(folder, "metrics.json")):
+        return
+    flags = ["--config", PRESET, "--dataset_name", mixture, "--seed", str(seed), "--checkpointing_steps", "0"]
+    train_in_subprocess([*flags, *METHODS[method]], folder, single_thread)
+
+
+def score(output_root: str, mixture: str, method: str, seed: int) -> dict | None:
+    """The toy metrics of a finished run, recomputed from its samples.npy (None if it has none)."""
+    path = os.path.join(run_dir(output_root, mixture, method, seed), "samples.npy")
+    if not os.path.isfile(path):
+        return None
+    samples = torch.from_numpy(np.load(path))
+    return toy_metrics(samples, load_toy_dataset(mixture), seed=seed)
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    rows = []
+    for method, runs in results.items():
+        num_modes = runs[0]["num_modes"]
+        per_seed = "; ".join(
+            f"{r['high_quality_percent']:.1f} / {r['mass_tv_percent']:.1f} / {r['sliced_wasserstein']:.3f}"
+            for r in runs
+        )
+        rows.append(
+            [
+                f"{method} ({len(runs)} seeds)",
+                f"{mean_std([r['modes_covered'] for r in runs], '.1f')} / {num_modes}",
+                f"{mean_std([r['modes_covered_quarter'] for r in runs], '.1f')} / {num_modes}",
+                mean_std([r["high_quality_percent"] for r in runs], ".1f"),
+                mean_std([r["sliced_wasserstein"] for r in runs], ".3f"),
+                mean_std([r["mass_tv_percent"] for r in runs], ".1f"),
+                mean_std([r["lightest_mode_ratio"] for r in runs], ".2f"),
+                per_seed,
+            ]
+        )
+    return markdown_table(HEADER, rows)
+
+
+def tradeoff_figure(all_results: dict[str, dict[str, list[dict]]], path: str) -> None:
+    """Per mixture: % HQ against mass TV and against sliced W1, one point per method (std error bars)."""
+    mixtures = list(all_results)
+    fig, axes = plt.subplots(len(mixtures), 2, figsize=(11, 4.2 * len(mixtures)), squeeze=False)
+    for row, mixture in enumerate(mixtures):
+        for col, (key, label) in enumerate(
+            (("mass_tv_percent", "per-mode mass TV % (lower is better)"), ("sliced_wasserstein", "sliced W1"))
+        ):
+            ax = axes[row, col]
+            for method, runs in all_results[mixture].items():
+                x = np.array([r[key] for r in runs])
+                y = np.array([r["high_quality_percent"] for r in runs])
+                ax.errorbar(x.mean(), y.mean(), xerr=x.std(), yerr=y.std(), fmt="o", capsize=3, label=method)
+                ax.annotate(
+                    method, (x.mean(), y.mean()), textcoords="offset points", xytext=(4, 4), fontsize=7
+                )
+            ax.set(xlabel=label, ylabel="high-quality %", title=mixture)
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--mixtures", nargs="+", default=["grid25", "grid9_weighted"])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--output_dir", default="outputs/smart_variants")
+    parser.add_argument("--figure", default="docs/smart_variants_tradeoff.png")
+    parser.add_argument("--jobs", type=int, default=1, help="Runs at a time; > 1 gives each run one thread.")
+    parser.add_argument("--no_train", action="store_true", help="Only score the runs already there.")
+    args = parser.parse_args(argv)
+
+    if not args.no_train:
+        items = [
+            (mixture, method, seed, args.output_dir, args.jobs > 1)
+            for seed in args.seeds
+            for mixture in args.mixtures
+            for method in args.methods
+        ]
+        list(run_jobs(train, items, args.jobs))
+    all_results = {}
+    for mixture in args.mixtures:
+        results = {}
+        for method in args.methods:
+            runs = [score(args.output_dir, mixture, method, seed) for seed in args.seeds]
+            runs = [r for r in runs if r is not None]
+            if runs:
+                results[method] = runs
+        if results:
+            all_results[mixture] = results
+            print(f"\n### {mixture}\n\n{table(results)}")
+    if all_results and args.figure:
+        tradeoff_figure(all_results, args.figure)
+        print(f"\nFigure: {args.figure}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Mutation testing of the core (`make mutation`): mutmut in a snapshot of the tree, the score per module.
+
+    python -m tests.mutation            # snapshot into build/mutation/, run mutmut there, print the table
+    python -m tests.mutation --report   # the table of the last run only
+
+The snapshot puts pipelines/ at src/smart_hf/pipelines/, where it is installed, so that mutmut (configured in
+pyproject.toml's [tool.mutmut]) names the pipeline's mutants after the module the tests import; it also keeps
+the run on one version of the files while the working tree changes. Each mutant runs only the tests that call
+the function it mutates. Mutants listed in tests/mutation_equivalent.txt (one name a line, `#` comments)
+behave like the original code and count apart from the score.
+"""
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE = REPO / "build" / "mutation"
+EQUIVALENT_FILE = REPO / "tests" / "mutation_equivalent.txt"
+# The functions of the core per module ("*": all of it; a method is "Classǁmethod").
+# Left out: argument checks and messages (SmartConfig.check, ...), model cards, Hub pushes, loading helpers.
+SCOPE = {
+    "smart_hf.smart": [f"SmartRegularizerǁ{name}" for name in ("__init__", "from_config", "weight_at")]
+    + [
+        f"SmartRegularizerǁ{name}"
+        for name in ("sample_weights", "is_active", "score_matching_loss", "__call__")
+    ]
+    + ["_weighted_mse"],
+    "smart_hf.losses": ["*"],
+    "smart_hf.training.gan": ["register_model_hooks", "restore_progress", "averaged_generator"],
+    "smart_hf.training.checkpoints": ["*"],
+    "smart_hf.hub": ["export_pipeline", "validate_export", "generator_folders", "load_generator"],
+    "smart_hf.pipelines.smart_one_step.pipeline": ["SmartOneStepPipelineǁprepare_class_labels"]
+    + ["SmartOneStepPipelineǁrefine"],
+    "smart_hf.scores": ["ScoreFunctionǁsignal_and_noise_scales", "ScoreFunctionǁadd_noise"]
+    + ["GaussianMixtureScoreǁpredict_noise", "ModelScoreǁpredict_noise"],
+    "smart_hf.diffusion_gan": [
+        f"DiffusionAugmentǁ{name}"
+        for name in ("__call__", "diffuse", "adjust", "update", "schedule", "draw_t_list")
+    ],
+    "smart_hf.masked_gan": [
+        f"BalancedSpectralMaskǁ{name}" for name in ("__call__", "update", "remove_bands", "radial_bands")
+    ]
+    + ["ShiftedSpatialMaskǁ__call__", "ShiftedSpatialMaskǁmask"],
+    "smart_hf.nice": [
+        f"NICERegularizerǁ{name}" for name in ("consistency_loss", "update", "adjust", "_modulate")
+    ],
+    "smart_hf.nats": ["refine_samples"]
+    + [
+        f"NATSRefinerǁ{name}"
+        for name in ("refine", "regression_loss", "weight_at", "step_weights", "is_active")
+    ],
+    "smart_hf.training.run_folder": ["run_identity", "run_id", "claim_output_dir"],
+}
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    36: "timeout",
+    24: "timeout",
+}
+STATUS |= {-24: "timeout", 152: "timeout", 255: "timeout"}
+
+
+def patterns(modules: list[str] | None = None) -> list[str]:
+    """mutmut's mutant-name globs for SCOPE (or its `modules`, named by their last part, e.g. "smart"):
+    `module.x_function__mutmut_N`, `module.xǁClassǁmethod__mutmut_N`."""
+    found = []
+    for module, functions in SCOPE.items():
+        if modules and module.rsplit(".", 1)[-1] not in modules:
+            continue
+        for function in functions:
+            prefix = "xǁ" if "ǁ" in function else "x_"
+            found += [f"{module}.{prefix}{function}__mutmut_*"] if function != "*" else [f"{module}.*"]
+    return found
+
+
+def in_scope(name: str, modules: list[str] | None = None) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns(modules))
+
+
+def stage() -> None:
+    """A fresh snapshot of what the tests need, with the pipelines inside the package."""
+    shutil.rmtree(STAGE, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("src", "tests", "training", "benchmarks", "pipelines"):
+        shutil.copytree(REPO / name, STAGE / name, ignore=ignore)
+    shutil.copytree(REPO / "pipelines", STAGE / "src" / "smart_hf" / "pipelines", ignore=ignore)
+    shutil.copy2(REPO / "pyproject.toml", STAGE / "pyproject.toml")
+    # A mutated module imports mutmut's trampoline; exports copy the pipeline's (mutated) file, whose imports
+    # they check.
+    pipeline = STAGE / "src" / "smart_hf" / "pipelines" / "smart_one_step" / "pipeline.py"
+    source = pipeline.read_text()
+    allowed = re.search(r"^REMOTE_CODE_IMPORTS = .*$", source, flags=re.MULTILINE)
+    pipeline.write_text(source.replace(allowed[0], allowed[0] + '\nREMOTE_CODE_IMPORTS += ("mutmut",)', 1))
+    # Tests compare an export's pipeline.py with pipelines/: in mutants/ both are the (mutated) installed one.
+    (STAGE / "mutants").mkdir()
+    (STAGE / "mutants" / "pipelines").symlink_to(Path("src", "smart_hf", "pipelines"))
+
+
+def run(max_children: int, modules: list[str] | None) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    start = time.monotonic()
+    subprocess.run([*command, *patterns(modules)], cwd=STAGE, env=env, check=True)
+    return time.monotonic() - start
+
+
+def equivalent_mutants() -> set[str]:
+    if not EQUIVALENT_FILE.is_file():
+        return set()
+    lines = (line.split("#")[0].strip() for line in EQUIVALENT_FILE.read_text().splitlines())
+    return {line for line in lines if line}
+
+
+def results(modules: list[str] | None = None) -> dict[str, str]:
+    """Status of each mutant in scope, from mutmut's `.meta` files."""
+    statuses = {}
+    for meta in (STAGE / "mutants" / "src").rglob("*.py.meta"):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if in_scope(name, modules):
+                statuses[name] = "not checked" if code is None else STATUS.get(code, "suspicious")
+    return statuses
+
+
+def table(statuses: dict[str, str]) -> str:
+    equivalent = equivalent_mutants()
+    rows = {}
+    for name, status in statuses.items():
+        module = name.split(".x")[0]
+        rows.setdefault(module, Counter())[
+            status if not (status == "survived" and name in equivalent) else "eq"
+        ] += 1
+    header = "| module | mutants | killed | survived | timeout | no tests | equivalent | score |"
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    total = Counter()
+    for module in sorted(rows) + ["total"]:
+        counts = rows[module] if module != "total" else total
+        total.update(counts if module != "total" else {})
+        mutants = sum(counts.values())
+        caught = counts["killed"] + counts["timeout"]
+        scored = mutants - counts["eq"]
+        score = f"{100 * caught / scored:.1f}%" if scored else "-"
+        lines.append(
+            f"| {module} | {mutants} | {counts['killed']} | {counts['survived']} | {counts['timeout']} | "
+            f"{counts['no tests']} | {counts['eq']} | {score} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", action="store_true", help="only print the table of the last run")
+    parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--survivors", action="store_true", help="also list the surviving mutants")
+    parser.add_argument("--modules", nargs="+", help="only these modules of the scope, e.g. smart losses gan")
+    args = parser.parse_args()
+    if not args.report:
+        stage()
+        seconds = run(args.max_children, args.modules)
+        print(
+            f"\nmutmut ran {seconds / 60:.1f} min ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} now)"
+        )
+    statuses = results(args.modules)
+    print(table(statuses))
+    score_note = "score = (killed + timeout) / (mutants - equivalent); 'no tests': no selected test calls it"
+    print(f"\n{score_note}")
+    if args.survivors:
+        equivalent = equivalent_mutants()
+        for name in sorted(
+            n for n, s in statuses.items() if s in ("survived", "no tests") and n not in equivalent
+        ):
+            print(statuses[name], name)
+
+
+if __name__ == "__main__":
+    main()
