@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup test test-fid demo lint benchmark-toy
+.PHONY: setup test test-fid demo lint benchmark-toy mutation
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -36,6 +36,17 @@ $(FID_VENV)/.installed: pyproject.toml
 # Fréchet distance against pytorch-fid's.
 test-fid: $(FID_VENV)/.installed
 	$(FID_VENV)/bin/python -m pytest tests/smart_hf/evaluation/test_fid_inception.py
+
+# Mutation testing of the core with mutmut (tests/mutation.py, docs/testing.md; not part of `make test`): a
+# snapshot in build/mutation/, 2 mutants at a time under `nice`, then the score per module.
+# `make mutation MUTATION_MODULES="smart losses"` runs part of it.
+MUTATION_MODULES ?=
+$(VENV)/.mutation-installed: $(VENV)/.installed
+	$(PIP) install -q -e ".[dev,eval,space,mutation]"
+	touch $@
+
+mutation: $(VENV)/.mutation-installed
+	$(PYTHON) -m tests.mutation $(if $(MUTATION_MODULES),--modules $(MUTATION_MODULES))
 
 lint: setup
 	$(VENV)/bin/ruff check src training benchmarks tests pipelines spaces

@@ -25,11 +25,13 @@ then. A SMaRt configuration's peak is that of its SMaRt steps (the larger of the
 bf16 runs G, D and the score model under autocast with the score model's weights in bf16 (as
 --mixed_precision bf16 does); "SMaRt loss" is the score-matching error of one fixed batch of fakes (the same
 weights, latents, t and noise in every configuration), for comparing precisions. "compiled" is torch.compile
-of G, D and the score UNet (--compile_models --compile_score), its first steps (compilation) not timed.
+of G, D and the score UNet (--compile_models --compile_score), its first steps (compilation) not timed;
+"channels_last" puts the three models in that memory format (--channels_last).
 
     python -m benchmarks.scale                          # everything, 1 thread per process
     python -m benchmarks.scale --parts cifar10 --repeats 5 --configs full full_gc
     python -m benchmarks.scale --tiny                    # tiny models: checks the script quickly
+    python -m benchmarks.scale --shrink_runs outputs/benchmarks/scale_shrink/*/   # digits quality per shrink
 """
 
 import argparse
@@ -45,7 +47,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from benchmarks.common import argument_parser, markdown_table, synchronize
+from benchmarks.common import argument_parser, markdown_table, mean_std, read_metrics, synchronize
 
 # The UNet configs of the presets' score models (their config.json, without the bookkeeping keys).
 CIFAR10_UNET = {  # google/ddpm-cifar10-32
@@ -113,6 +115,7 @@ class Case:
     precision: str = "fp32"  # or "bf16"
     checkpointing: bool = False
     compiled: bool = False
+    channels_last: bool = False
     repeats: int = 3
     device: str = "cpu"
 
@@ -125,6 +128,7 @@ CONFIGS = {
     "full_gc": ("SMaRt full, gradient checkpointing", {"checkpointing": True}),
     "full_bf16": ("SMaRt full, bf16", {"precision": "bf16"}),
     "full_compiled": ("SMaRt full, compiled", {"compiled": True}),
+    "full_channels_last": ("SMaRt full, channels_last", {"channels_last": True}),
     "shrink2": ("SMaRt full, batch shrink 2", {"batch_shrink": 2}),
     "shrink4": ("SMaRt full, batch shrink 4", {"batch_shrink": 4}),
     "sds": ("SMaRt sds", {"smart": "sds"}),
@@ -206,6 +210,8 @@ def measure(case: Case) -> dict:
     score = score.to(device=device, dtype=dtype)  # the score model's weights in the compute dtype
     if case.checkpointing:
         build.enable_gradient_checkpointing(generator, discriminator, score)
+    if case.channels_last:
+        build.to_channels_last(generator, discriminator, score)
     g_run, d_run = generator, discriminator
     if case.compiled:
         g_run, d_run = torch.compile(generator), torch.compile(discriminator)
@@ -228,6 +234,8 @@ def measure(case: Case) -> dict:
     losses = {"plain": GANLoss(g_run, d_run, "hinge"), "smart": GANLoss(g_run, d_run, "hinge", smart=smart)}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=case.precision == "bf16")
     real = torch.rand(case.batch_size, 3, *score.sample_shape[1:], device=device) * 2 - 1
+    if case.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
 
     smart_loss = None
     if smart is not None:  # the same fakes, t and noise in every process
@@ -399,6 +407,29 @@ def readings(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def shrink_quality_table(run_dirs: list[str]) -> str:
+    """FD_digits, precision and recall (mean ± std over the runs) per --smart_batch_shrink, from the
+    metrics.json of finished digits runs."""
+    groups: dict[int, list[dict]] = {}
+    for run_dir in run_dirs:
+        metrics = read_metrics(run_dir)
+        groups.setdefault(metrics["config"]["smart_batch_shrink"], []).append(metrics)
+    rows = []
+    for shrink, runs in sorted(groups.items()):
+        rows.append(
+            [
+                shrink,
+                len(runs),
+                mean_std([m["fd_digits"] for m in runs], ".2f"),
+                mean_std([m["precision"] for m in runs], ".3f"),
+                mean_std([m["recall"] for m in runs], ".3f"),
+                ", ".join(f"{m['fd_digits']:.2f}" for m in sorted(runs, key=lambda m: m["config"]["seed"])),
+            ]
+        )
+    header = ["--smart_batch_shrink", "runs", "FD_digits", "precision", "recall", "FD_digits per seed"]
+    return markdown_table(header, rows)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argument_parser(__doc__)
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a Case as JSON: measure it here
@@ -416,9 +447,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto", help="auto: cuda when available, else cpu.")
     parser.add_argument("--tiny", action="store_true", help="Tiny models (8×8), for testing the script.")
     parser.add_argument("--output", default="outputs/benchmarks/scale/results.json")
+    parser.add_argument(
+        "--shrink_runs",
+        nargs="+",
+        help="Only summarize these finished digits runs' quality per batch shrink.",
+    )
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(measure(Case(**json.loads(args.worker)))))
+        return {}
+    if args.shrink_runs:
+        print(shrink_quality_table(args.shrink_runs))
         return {}
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,7 +13,9 @@ W1, one point per method, error bars = std over seeds).
     python -m benchmarks.smart_variants --mixtures ring8 --methods gan smart smart_dm1
     python -m benchmarks.smart_variants --no_train                      # tables from the runs already there
 
-Runs whose folder already holds a metrics.json are not trained again (delete the folder to redo one).
+Runs whose folder already holds a metrics.json are not trained again (delete the folder to redo one); the
+plain GAN and SMaRt runs of `python -m benchmarks.toy2d` (same preset, same seeds: the same runs) are reused
+from --baseline_dir when there.
 """
 
 import os
@@ -53,7 +55,11 @@ METHODS = {
     "smart_dweight": ["--smart_sample_weighting", "discriminator"],
     "dm1": ["--smart_weight", "0", "--fake_score", "--fake_score_weight", "1", *FAKE_SCORE_RAMP],
     "smart_dm1": ["--fake_score", "--fake_score_weight", "1", *FAKE_SCORE_RAMP],
+    "dm3": ["--smart_weight", "0", "--fake_score", "--fake_score_weight", "3", *FAKE_SCORE_RAMP],
+    "smart_dm3": ["--fake_score", "--fake_score_weight", "3", *FAKE_SCORE_RAMP],
 }
+# The folders `benchmarks.toy2d` gives the same runs.
+BASELINE_FOLDERS = {"gan": "GAN", "smart": "analytic_score"}
 HEADER = [
     "method",
     "modes (≥1 HQ)",
@@ -66,26 +72,37 @@ HEADER = [
 ]
 
 
-def run_dir(output_root: str, mixture: str, method: str, seed: int) -> str:
-    return os.path.join(output_root, mixture, method, str(seed))
+def run_dir(output_root: str, mixture: str, method: str, seed: int, baseline_root: str | None = None) -> str:
+    """The run's folder: under `output_root`, or for the GAN and SMaRt the toy benchmark's when only it has
+    the run."""
+    folder = os.path.join(output_root, mixture, method, str(seed))
+    if (
+        baseline_root
+        and method in BASELINE_FOLDERS
+        and not os.path.isfile(os.path.join(folder, "samples.npy"))
+    ):
+        baseline = os.path.join(baseline_root, mixture, BASELINE_FOLDERS[method], str(seed))
+        if os.path.isfile(os.path.join(baseline, "samples.npy")):
+            return baseline
+    return folder
 
 
-def train(item: tuple[str, str, int, str, bool]) -> None:
-    mixture, method, seed, output_root, single_thread = item
-    folder = run_dir(output_root, mixture, method, seed)
+def train(item: tuple[str, str, int, str, str, bool]) -> None:
+    mixture, method, seed, output_root, baseline_root, single_thread = item
+    folder = run_dir(output_root, mixture, method, seed, baseline_root)
     if os.path.isfile(os.path.join(folder, "metrics.json")):
         return
     flags = ["--config", PRESET, "--dataset_name", mixture, "--seed", str(seed), "--checkpointing_steps", "0"]
     train_in_subprocess([*flags, *METHODS[method]], folder, single_thread)
 
 
-def score(output_root: str, mixture: str, method: str, seed: int) -> dict | None:
+def score(output_root: str, baseline_root: str, mixture: str, method: str, seed: int) -> dict | None:
     """The toy metrics of a finished run, recomputed from its samples.npy (None if it has none)."""
-    path = os.path.join(run_dir(output_root, mixture, method, seed), "samples.npy")
+    path = os.path.join(run_dir(output_root, mixture, method, seed, baseline_root), "samples.npy")
     if not os.path.isfile(path):
         return None
     samples = torch.from_numpy(np.load(path))
-    return toy_metrics(samples, load_toy_dataset(mixture), seed=seed)
+    return {**toy_metrics(samples, load_toy_dataset(mixture), seed=seed), "seed": seed}
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -93,7 +110,8 @@ def table(results: dict[str, list[dict]]) -> str:
     for method, runs in results.items():
         num_modes = runs[0]["num_modes"]
         per_seed = "; ".join(
-            f"{r['high_quality_percent']:.1f} / {r['mass_tv_percent']:.1f} / {r['sliced_wasserstein']:.3f}"
+            f"s{r['seed']}: {r['high_quality_percent']:.1f} / {r['mass_tv_percent']:.1f} / "
+            f"{r['sliced_wasserstein']:.3f}"
             for r in runs
         )
         rows.append(
@@ -141,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--output_dir", default="outputs/smart_variants")
+    parser.add_argument("--baseline_dir", default="outputs/benchmarks/toy2d", help="benchmarks.toy2d's runs.")
     parser.add_argument("--figure", default="docs/smart_variants_tradeoff.png")
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time; > 1 gives each run one thread.")
     parser.add_argument("--no_train", action="store_true", help="Only score the runs already there.")
@@ -148,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if not args.no_train:
         items = [
-            (mixture, method, seed, args.output_dir, args.jobs > 1)
+            (mixture, method, seed, args.output_dir, args.baseline_dir, args.jobs > 1)
             for seed in args.seeds
             for mixture in args.mixtures
             for method in args.methods
@@ -158,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     for mixture in args.mixtures:
         results = {}
         for method in args.methods:
-            runs = [score(args.output_dir, mixture, method, seed) for seed in args.seeds]
+            runs = [score(args.output_dir, args.baseline_dir, mixture, method, seed) for seed in args.seeds]
             runs = [r for r in runs if r is not None]
             if runs:
                 results[method] = runs

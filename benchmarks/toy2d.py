@@ -60,7 +60,14 @@ METHOD_NAMES = {
     "learned": "GAN + SMaRt (learned score)",
 }
 BENCHMARK_FILE = "benchmark.json"  # beside a run's metrics.json: its flags and wall time
-RUN_DEPENDENT = {"output_dir", "overwrite_output_dir"}  # config keys that do not change a run's result
+# Config keys that do not change a run's result (the preset's path: its values are the other keys).
+NOT_RESULT_KEYS = {
+    "output_dir",
+    "overwrite_output_dir",
+    "config",
+    "checkpointing_steps",
+    "checkpoints_total_limit",
+}
 SUMMARY_HEADER = [
     "method",
     f"modes covered (≥ {COVERED_SHARE:g} of share)",
@@ -167,7 +174,7 @@ def is_cached(folder: str, flags: list[str]) -> bool:
     """Whether `folder` holds a finished run whose recorded configuration is the one `flags` give now.
 
     Flags that the training script gained after the run must be at their defaults; --mixed_precision left to
-    accelerate matches whatever the run resolved it to."""
+    accelerate matches whatever the run resolved it to; NOT_RESULT_KEYS are not compared."""
     # Imported here: only a check of a cached run needs the training configuration.
     from smart_hf.training.config import parse_gan_args
     from smart_hf.training.options import to_flat
@@ -180,7 +187,7 @@ def is_cached(folder: str, flags: list[str]) -> bool:
 
     recorded, wanted, defaults = read_metrics(folder)["config"], flat(flags), flat([])
     for key, value in wanted.items():
-        if key in RUN_DEPENDENT or (key == "mixed_precision" and value is None):
+        if key in NOT_RESULT_KEYS or (key == "mixed_precision" and value is None):
             continue
         if recorded.get(key, defaults[key]) != value:
             return False

@@ -35,7 +35,12 @@ SCOPE = {
     ]
     + ["_weighted_mse"],
     "smart_hf.losses": ["*"],
-    "smart_hf.training.gan": ["register_model_hooks", "restore_progress", "averaged_generator"],
+    "smart_hf.training.gan": [
+        "register_model_hooks",
+        "checkpoint_state",
+        "restore_progress",
+        "averaged_generator",
+    ],
     "smart_hf.training.checkpoints": ["*"],
     "smart_hf.hub": ["export_pipeline", "validate_export", "generator_folders", "load_generator"],
     "smart_hf.pipelines.smart_one_step.pipeline": ["SmartOneStepPipelineǁprepare_class_labels"]
@@ -60,6 +65,28 @@ SCOPE = {
     ],
     "smart_hf.training.run_folder": ["run_identity", "run_id", "claim_output_dir"],
 }
+# The test files each module's mutants run (of them, only the tests that call the mutated function).
+TESTS = {
+    "smart_hf.smart": ["tests/smart_hf/test_smart.py", "tests/smart_hf/test_losses.py"],
+    "smart_hf.losses": [
+        "tests/smart_hf/test_losses.py",
+        "tests/smart_hf/test_nice.py",
+        "tests/smart_hf/test_nats.py",
+    ],
+    "smart_hf.training.gan": ["tests/training/test_ema.py"],
+    "smart_hf.training.checkpoints": ["tests/training/test_checkpoints.py", "tests/training/test_ema.py"],
+    "smart_hf.hub": ["tests/smart_hf/test_hub.py", "tests/smart_hf/test_nats.py"],
+    "smart_hf.pipelines.smart_one_step.pipeline": [
+        "tests/pipelines/test_pipeline.py",
+        "tests/smart_hf/test_nats.py",
+    ],
+    "smart_hf.scores": ["tests/smart_hf/test_scores.py", "tests/smart_hf/test_smart.py"],
+    "smart_hf.diffusion_gan": ["tests/smart_hf/test_diffusion_gan.py"],
+    "smart_hf.masked_gan": ["tests/smart_hf/test_masked_gan.py"],
+    "smart_hf.nice": ["tests/smart_hf/test_nice.py"],
+    "smart_hf.nats": ["tests/smart_hf/test_nats.py"],
+    "smart_hf.training.run_folder": ["tests/training/test_checkpoints.py", "tests/training/test_faults.py"],
+}
 STATUS = {
     1: "killed",
     3: "killed",
@@ -76,9 +103,7 @@ def patterns(modules: list[str] | None = None) -> list[str]:
     """mutmut's mutant-name globs for SCOPE (or its `modules`, named by their last part, e.g. "smart"):
     `module.x_function__mutmut_N`, `module.xǁClassǁmethod__mutmut_N`."""
     found = []
-    for module, functions in SCOPE.items():
-        if modules and module.rsplit(".", 1)[-1] not in modules:
-            continue
+    for module, functions in selected(modules).items():
         for function in functions:
             prefix = "xǁ" if "ǁ" in function else "x_"
             found += [f"{module}.{prefix}{function}__mutmut_*"] if function != "*" else [f"{module}.*"]
@@ -89,14 +114,38 @@ def in_scope(name: str, modules: list[str] | None = None) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns(modules))
 
 
-def stage() -> None:
-    """A fresh snapshot of what the tests need, with the pipelines inside the package."""
+def selected(modules: list[str] | None) -> dict[str, list[str]]:
+    """The modules of SCOPE named in `modules` (by their last part, e.g. "smart"; "losses:r1_penalty" names
+    functions of one, comma-separated), with their functions; all of SCOPE without `modules`."""
+    wanted: dict[str, list[str]] = {}
+    for entry in modules or []:
+        name, _, functions = entry.partition(":")
+        wanted.setdefault(name, []).extend(functions.split(",") if functions else [])
+    return {
+        module: wanted.get(module.rsplit(".", 1)[-1]) or functions
+        for module, functions in SCOPE.items()
+        if not modules or module.rsplit(".", 1)[-1] in wanted
+    }
+
+
+def stage(modules: list[str] | None = None) -> None:
+    """A fresh snapshot of what the tests need, with the pipelines inside the package, and mutmut's test
+    selection narrowed to the test files of `modules`."""
     shutil.rmtree(STAGE, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("src", "tests", "training", "benchmarks", "pipelines"):
         shutil.copytree(REPO / name, STAGE / name, ignore=ignore)
     shutil.copytree(REPO / "pipelines", STAGE / "src" / "smart_hf" / "pipelines", ignore=ignore)
-    shutil.copy2(REPO / "pyproject.toml", STAGE / "pyproject.toml")
+    tests = sorted({test for module in selected(modules) for test in TESTS[module]})
+    pyproject = (REPO / "pyproject.toml").read_text()
+    pyproject = re.sub(
+        r"^pytest_add_cli_args_test_selection = \[.*?\]$",
+        "pytest_add_cli_args_test_selection = " + json.dumps(tests),
+        pyproject,
+        count=1,
+        flags=re.MULTILINE | re.DOTALL,
+    )
+    (STAGE / "pyproject.toml").write_text(pyproject)
     # A mutated module imports mutmut's trampoline; exports copy the pipeline's (mutated) file, whose imports
     # they check.
     pipeline = STAGE / "src" / "smart_hf" / "pipelines" / "smart_one_step" / "pipeline.py"
@@ -166,7 +215,7 @@ def main() -> None:
     parser.add_argument("--modules", nargs="+", help="only these modules of the scope, e.g. smart losses gan")
     args = parser.parse_args()
     if not args.report:
-        stage()
+        stage(args.modules)
         seconds = run(args.max_children, args.modules)
         print(
             f"\nmutmut ran {seconds / 60:.1f} min ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} now)"

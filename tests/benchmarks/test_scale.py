@@ -59,3 +59,17 @@ def test_peak_memory_sees_a_tensor_allocated_between_start_and_stop():
     time.sleep(0.05)
     del block
     assert memory.stop() >= 60
+
+
+def test_shrink_quality_table_averages_the_runs_of_each_shrink(tmp_path, capsys):
+    runs = {(1, 0): 3.0, (1, 1): 5.0, (4, 0): 6.0, (4, 1): 6.5}
+    for (shrink, seed), fd in runs.items():
+        run_dir = tmp_path / f"shrink{shrink}_seed{seed}"
+        run_dir.mkdir()
+        config = {"smart_batch_shrink": shrink, "seed": seed}
+        metrics = {"fd_digits": fd, "precision": 0.5 + seed / 10, "recall": 0.9, "config": config}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    scale.main(["--shrink_runs", *(str(path) for path in sorted(tmp_path.iterdir()))])
+    printed = capsys.readouterr().out
+    assert "| 1 | 2 | 4.00 ± 1.00 | 0.550 ± 0.050 | 0.900 ± 0.000 | 3.00, 5.00 |" in printed
+    assert "| 4 | 2 | 6.25 ± 0.25 | 0.550 ± 0.050 | 0.900 ± 0.000 | 6.00, 6.50 |" in printed

@@ -25,6 +25,12 @@ TINY = {"latent_dim": 8, "resolution": 8, "base_channels": 4, "max_channel_multi
 def make_pipeline(num_classes=None, out_channels=3, generator_class=ResNetGenerator) -> SmartOneStepPipeline:
     torch.manual_seed(0)
     gan = generator_class(out_channels=out_channels, num_classes=num_classes, **TINY).eval()
+    if num_classes:  # conditional norms start as the identity (zero class terms): give labels an effect
+        unconditional = {name for name, _ in generator_class(**TINY).named_parameters()}
+        with torch.no_grad():
+            for name, parameter in gan.named_parameters():
+                if name not in unconditional:
+                    parameter.normal_(0, 0.3, generator=seeded(1))
     return SmartOneStepPipeline(gan=gan)
 
 
@@ -92,9 +98,20 @@ def test_truncation_scales_latents(pipe):
     np.testing.assert_array_equal(truncated, scaled)
 
 
-def test_random_class_labels_are_reproducible(conditional_pipe):
+def test_random_class_labels_are_reproducible_uniform_and_give_each_image_its_class(conditional_pipe):
     labels = conditional_pipe.prepare_class_labels(None, 16, seeded(3), torch.device("cpu"))
-    assert labels.shape == (16,) and labels.min() >= 0 and labels.max() < 3
+    assert torch.equal(labels, torch.randint(3, (16,), generator=seeded(3)))
+    many = conditional_pipe.prepare_class_labels(None, 3000, seeded(0), torch.device("cpu"))
+    assert torch.equal(torch.bincount(many, minlength=3) > 900, torch.ones(3, dtype=torch.bool))
+    per_image = conditional_pipe.prepare_class_labels(None, 2, [seeded(5), seeded(6)], torch.device("cpu"))
+    assert per_image.tolist() == [torch.randint(3, (1,), generator=seeded(s)).item() for s in (5, 6)]
+    # A seeded call draws the latents, then the labels, from its generator; the labels change the images.
+    rng = seeded(3)
+    latents, chosen = torch.randn(4, 8, generator=rng), torch.randint(3, (4,), generator=rng)
+    drawn = conditional_pipe(batch_size=4, generator=seeded(3), output_type="np").images
+    for given, same in ((chosen, True), ((chosen + 1) % 3, False)):
+        images = conditional_pipe(batch_size=4, latents=latents, class_labels=given, output_type="np").images
+        assert [np.array_equal(a, b) for a, b in zip(images, drawn, strict=True)] == [same] * 4
     assert torch.equal(
         labels, conditional_pipe.prepare_class_labels(None, 16, seeded(3), torch.device("cpu"))
     )
@@ -102,6 +119,18 @@ def test_random_class_labels_are_reproducible(conditional_pipe):
     np.testing.assert_array_equal(
         first, conditional_pipe(batch_size=4, generator=seeded(3), output_type="np").images
     )
+
+
+def test_given_class_labels_become_one_long_label_per_image(conditional_pipe):
+    cpu = torch.device("cpu")
+    single = conditional_pipe.prepare_class_labels(2, 3, None, cpu)
+    assert single.dtype == torch.long and single.tolist() == [2, 2, 2]
+    given = conditional_pipe.prepare_class_labels(torch.tensor([0, 2], dtype=torch.int32), 2, None, cpu)
+    assert given.dtype == torch.long and given.tolist() == [0, 2]
+    torch.manual_seed(4)
+    drawn = conditional_pipe.prepare_class_labels(None, 5, None, cpu)  # torch's global random state
+    torch.manual_seed(4)
+    assert torch.equal(drawn, torch.randint(3, (5,)))
 
 
 def test_class_labels_select_the_class():
@@ -229,6 +258,8 @@ def test_bad_inputs(pipe, kwargs, match):
         ([0, 1, 2], "3 class labels for batch_size=2"),
         ([0.5, 1.0], "integer"),
         ([[0], [1]], "integer"),
+        ([True, False], "integer"),
+        (torch.tensor([0, 3]), r"in \[0, 2\] for this generator, got \[0, 3\]"),
     ],
 )
 def test_bad_class_labels(conditional_pipe, class_labels, match):

@@ -272,12 +272,40 @@ def test_model_card_base_model_only_for_hub_ids(score_model):
     assert "class_labels" not in card.text
 
 
+def assert_same_weights(loaded, expected):
+    assert type(loaded) is type(expected)
+    assert loaded.state_dict().keys() == expected.state_dict().keys()
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
 def test_load_generator_prefers_ema_weights(tmp_path):
-    DCGANGenerator(**TINY).save_pretrained(tmp_path / "generator")
-    ResNetGenerator(**TINY).save_pretrained(tmp_path / "generator_ema")
-    assert type(hub.load_generator(tmp_path)) is ResNetGenerator
-    assert type(hub.load_generator(tmp_path, subfolder="generator")) is DCGANGenerator
-    assert type(hub.load_generator(tmp_path / "generator")) is DCGANGenerator
+    live, averaged = DCGANGenerator(**TINY), ResNetGenerator(**TINY)
+    live.save_pretrained(tmp_path / "generator")
+    averaged.save_pretrained(tmp_path / "generator_ema")
+    assert_same_weights(hub.load_generator(tmp_path), averaged)
+    assert_same_weights(hub.load_generator(tmp_path, subfolder="generator"), live)
+    assert_same_weights(hub.load_generator(tmp_path / "generator"), live)
+    half = hub.load_generator(tmp_path, torch_dtype=torch.float16)
+    assert {p.dtype for p in half.parameters()} == {torch.float16}
+
+
+def test_load_generator_reads_an_exports_gan_before_any_training_folder(tmp_path):
+    exported, averaged = DCGANGenerator(**TINY), DCGANGenerator(**TINY)
+    exported.save_pretrained(tmp_path / "gan")
+    averaged.save_pretrained(tmp_path / "generator_ema")
+    assert_same_weights(hub.load_generator(tmp_path), exported)
+    assert hub.generator_folders(tmp_path) == ["gan", "generator_ema", "generator", ""]
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": {"use_ema": False}}))
+    assert hub.generator_folders(tmp_path) == ["gan", "generator", ""]
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": {}}))
+    assert hub.generator_folders(tmp_path) == ["gan", "generator_ema", "generator", ""]
+
+
+def test_load_generator_reads_safetensors_only(tmp_path):
+    DCGANGenerator(**TINY).save_pretrained(tmp_path / "generator", safe_serialization=False)
+    with pytest.raises(EnvironmentError):
+        hub.load_generator(tmp_path)
 
 
 def test_load_generator_errors(tmp_path):

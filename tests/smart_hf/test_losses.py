@@ -42,10 +42,134 @@ def make_loss(**kwargs):
 
 
 def test_lazy_r1_runs_only_on_its_interval_and_is_scaled_by_it():
-    loss, _, _ = make_loss(r1_gamma=1.0, r1_interval=4)
+    # D is linear: its input gradient is its weight w on every sample, R1 = ||w||², added as ½·γ·interval·R1.
+    loss, _, discriminator = make_loss(r1_gamma=0.3, r1_interval=4)
     real, z = torch.randn(8, 2), torch.randn(8, 4)
-    assert "r1_penalty" in loss.discriminator_phase(real, z, step=8).logs
-    assert "r1_penalty" not in loss.discriminator_phase(real, z, step=9).logs
+    squared_norm = discriminator[0].weight.pow(2).sum().item()
+    active, inactive = loss.discriminator_phase(real, z, step=8), loss.discriminator_phase(real, z, step=9)
+    assert active.logs["r1_penalty"] == pytest.approx(squared_norm)
+    assert active.total.item() == pytest.approx(active.logs["loss_D"] + 0.5 * 0.3 * 4 * squared_norm)
+    assert "r1_penalty" not in inactive.logs
+    assert inactive.total.item() == pytest.approx(inactive.logs["loss_D"])
+    unregularized = make_loss(r1_gamma=0.0, r1_interval=1)[0].discriminator_phase(real, z, step=0)
+    assert "r1_penalty" not in unregularized.logs
+
+
+def test_discriminator_phase_total_and_logs_are_the_adversarial_loss_of_its_logits():
+    loss, generator, discriminator = make_loss(adversarial_loss="hinge")
+    real, z = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [0.0, 3.0]]), torch.randn(3, 4)
+    with torch.no_grad():
+        real_logits, fake_logits = discriminator(real), discriminator(generator(z))
+    terms = loss.discriminator_phase(real, z, step=0)
+    expected = discriminator_adversarial_loss("hinge", real_logits, fake_logits)
+    assert terms.total.item() == pytest.approx(expected.item()) == pytest.approx(terms.logs["loss_D"])
+    assert terms.logs["D_real_sign"] == pytest.approx(real_logits.sign().mean().item())
+
+
+def point_mass_smart(**kwargs):
+    # A one-step schedule (a = 0.8, s = 0.6) and a point mass at 0: the term is (a/s)²·mean(x²), exactly.
+    score = GaussianMixtureScore(torch.zeros(1, 2), std=0.0, alphas_cumprod=torch.tensor([0.64]))
+    return SmartRegularizer(score, **{"t_min": 0, "t_max": 0, **kwargs})
+
+
+def test_generator_phase_total_is_the_adversarial_loss_plus_the_weighted_smart_term():
+    smart = point_mass_smart(weight=0.5, interval=2, warmup_steps=4)
+    loss, generator, discriminator = make_loss(smart=smart, adversarial_loss="lsgan")
+    z = torch.randn(8, 4)
+    with torch.no_grad():
+        fake = generator(z)
+        adversarial = generator_adversarial_loss("lsgan", discriminator(fake)).item()
+    plain = (0.8 / 0.6) ** 2 * fake.pow(2).mean().item()
+    active = loss.generator_phase(z, step=2)  # lambda = 0.5 · 2/4 in the warm-up
+    assert active.total.item() == pytest.approx(adversarial + 0.25 * plain, rel=1e-5)
+    assert active.logs == pytest.approx({"loss_G": adversarial, "loss_smart": plain, "smart_weight": 0.25})
+    inactive = loss.generator_phase(z, step=3)
+    assert inactive.total.item() == pytest.approx(adversarial) and inactive.logs == pytest.approx(
+        {"loss_G": adversarial}
+    )
+
+
+def test_generator_phase_weights_the_smart_term_by_the_discriminators_fake_probability():
+    smart = point_mass_smart(weight=1.0, interval=1, sample_weighting="discriminator")
+    loss, generator, discriminator = make_loss(smart=smart)
+    z = torch.randn(8, 4)
+    with torch.no_grad():
+        fake = generator(z)
+        p = torch.sigmoid(-discriminator(fake))
+        adversarial = generator_adversarial_loss("non_saturating", discriminator(fake)).item()
+    per_sample = (0.8 / 0.6) ** 2 * fake.pow(2).mean(1)
+    expected = adversarial + (p / p.mean() * per_sample).mean().item()
+    assert loss.generator_phase(z, step=0).total.item() == pytest.approx(expected, rel=1e-5)
+
+
+class Recorder:
+    """A conditional model: records its calls and adds a per-class offset, so labels change its output."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def __call__(self, x, class_labels=None, **kwargs):
+        self.calls.append((x, class_labels, kwargs))
+        out = self.model(x)
+        return (
+            out
+            if class_labels is None
+            else out + class_labels.to(out.dtype).reshape(-1, *[1] * (out.ndim - 1))
+        )
+
+
+class Shift:
+    """An augmentation that adds `offset` and passes `name` to D."""
+
+    def __init__(self, offset, name):
+        self.offset, self.name, self.updates = offset, name, []
+
+    def __call__(self, x):
+        return x + self.offset, {self.name: self.offset}
+
+    def update(self, real_logits, fake_logits):
+        self.updates.append((real_logits, fake_logits))
+        return {f"{self.name}_updated": float(len(self.updates))}
+
+
+def test_class_labels_and_augmentations_reach_both_models_and_r1_uses_the_clean_real_input():
+    generator, discriminator = Recorder(torch.nn.Linear(4, 2)), Recorder(torch.nn.Linear(2, 1))
+    first, second = Shift(1.0, "a"), Shift(10.0, "b")
+    loss = GANLoss(generator, discriminator, r1_gamma=1.0, r1_interval=1, augmentations=[first, second])
+    real, z, labels = torch.randn(3, 2), torch.randn(3, 4), torch.tensor([0, 1, 2])
+    terms = loss.discriminator_phase(real, z, step=0, class_labels=labels)
+
+    assert torch.equal(generator.calls[0][1], labels)
+    (real_in, real_labels, real_kwargs), (fake_in, fake_labels, fake_kwargs) = discriminator.calls
+    torch.testing.assert_close(real_in, real + 11.0)
+    assert real_kwargs == fake_kwargs == {"a": 1.0, "b": 10.0}
+    assert torch.equal(real_labels, labels) and torch.equal(fake_labels, labels)
+    with torch.no_grad():
+        torch.testing.assert_close(fake_in, generator.model(z) + labels[:, None] + 11.0)
+    assert terms.logs["a_updated"] == terms.logs["b_updated"] == 1.0
+    torch.testing.assert_close(
+        first.updates[0][0], discriminator.model(real + 11.0).detach() + labels[:, None]
+    )
+    # R1 is taken with respect to the clean real input (the shifts do not change the gradient: D's weight).
+    assert terms.logs["r1_penalty"] == pytest.approx(discriminator.model.weight.pow(2).sum().item())
+
+    generator.calls.clear()
+    discriminator.calls.clear()
+    loss.generator_phase(z, step=0, class_labels=labels)
+    assert torch.equal(generator.calls[0][1], labels) and torch.equal(discriminator.calls[0][1], labels)
+    loss.generator_phase(z, step=0)
+    assert generator.calls[1][1] is None and discriminator.calls[1][1] is None
+
+
+def test_bad_gan_loss_settings_are_refused():
+    with pytest.raises(ValueError, match="r1_gamma must be >= 0, got -1"):
+        make_loss(r1_gamma=-1.0)
+    with pytest.raises(ValueError, match="r1_interval must be >= 1, got 0"):
+        make_loss(r1_interval=0)
+    with pytest.raises(ValueError, match="Unknown adversarial loss 'wgan'"):
+        make_loss(adversarial_loss="wgan")
+    with pytest.raises(ValueError, match="fake_score_phase needs a GANLoss built with distribution_matching"):
+        make_loss()[0].fake_score_phase(torch.randn(2, 4))
 
 
 def test_generator_phase_adds_smart_only_on_active_steps():

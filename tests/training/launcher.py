@@ -4,7 +4,7 @@ The launcher script runs the training in each process and records, per rank, wha
 parameters of every prepared model at the end of training, and how the process was placed. (BatchNorm running
 statistics are not hashed: DDP broadcasts process 0's before every forward pass, then each process updates
 them with its own batch; process 0's are the ones saved.) With KILL_RANK_AT_STEP=<rank>:<step> in its
-environment, that process SIGKILLs itself when it logs that step, in the first attempt of an elastic run only.
+environment, that process SIGKILLs itself when it first logs that step (a restarted one is left alone).
 """
 
 import json
@@ -40,8 +40,9 @@ def recording_export_pipeline(model, path, **kwargs):
 
 
 def killing_log(self, values, step=None, **kwargs):
-    first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
-    if first_attempt and os.environ.get("KILL_RANK_AT_STEP") == f"{{rank}}:{{step}}":
+    killed = os.path.join({record_dir!r}, "killed")  # once: the restarted process logs this step too
+    if os.environ.get("KILL_RANK_AT_STEP") == f"{{rank}}:{{step}}" and not os.path.exists(killed):
+        open(killed, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
     return log(self, values, step=step, **kwargs)
 

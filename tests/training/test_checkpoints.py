@@ -2,13 +2,16 @@
 
 import json
 
+import pytest
 import torch
 from accelerate import Accelerator, PartialState
 
 from smart_hf.training.checkpoints import (
+    apply_optimizer_settings,
     find_checkpoint,
     incomplete_checkpoints,
     load_checkpoint,
+    prune_checkpoints,
     save_checkpoint,
     sorted_checkpoints,
 )
@@ -50,3 +53,72 @@ def test_save_replaces_a_partial_checkpoint_prunes_after_writing_and_loads_back(
     assert load_checkpoint(accelerator, path) == {"global_step": 2}
     assert torch.equal(model.weight, torch.full((2, 2), 3.0))
     assert json.loads((tmp_path / "checkpoint-2" / "training_state.json").read_text()) == {"global_step": 2}
+
+
+def test_find_checkpoint_takes_a_path_or_a_name_in_the_output_folder_and_refuses_others(tmp_path):
+    PartialState(cpu=True)
+    (tmp_path / "checkpoint-5").mkdir()
+    (tmp_path / "checkpoint-5" / "training_state.json").write_text("{}")
+    elsewhere = tmp_path / "elsewhere" / "checkpoint-9"
+    elsewhere.mkdir(parents=True)
+    assert find_checkpoint(str(tmp_path), "checkpoint-5") == str(tmp_path / "checkpoint-5")
+    assert find_checkpoint(str(tmp_path / "new"), str(elsewhere)) == str(elsewhere)
+    assert find_checkpoint(str(tmp_path / "new"), "latest") is None
+    with pytest.raises(
+        ValueError, match="--resume_from_checkpoint 'checkpoint-7': no such checkpoint folder"
+    ):
+        find_checkpoint(str(tmp_path), "checkpoint-7")
+
+
+def test_prune_keeps_the_newest_checkpoints_and_no_limit_keeps_all(tmp_path):
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(torch.nn.Linear(2, 2))
+    for step in (1, 2, 3):
+        save_checkpoint(accelerator, str(tmp_path), step, {"global_step": step})
+    assert sorted_checkpoints(str(tmp_path)) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    save_checkpoint(accelerator, str(tmp_path), 10, {"global_step": 10}, total_limit=2)
+    assert sorted_checkpoints(str(tmp_path)) == ["checkpoint-3", "checkpoint-10"]
+    prune_checkpoints(str(tmp_path), 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10"]
+
+
+def test_saving_a_named_checkpoint_again_replaces_it(tmp_path):
+    accelerator = Accelerator(cpu=True)
+    model = accelerator.prepare(torch.nn.Linear(2, 2))
+    save_checkpoint(accelerator, str(tmp_path), 1, {"global_step": 1}, name="checkpoint-best")
+    (tmp_path / "checkpoint-best.old").mkdir()  # left by a run killed while replacing it
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    path = save_checkpoint(
+        accelerator, str(tmp_path), 4, {"global_step": 4}, total_limit=1, name="checkpoint-best"
+    )
+    assert path == str(tmp_path / "checkpoint-best")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-best"]
+    with torch.no_grad():
+        model.weight.zero_()
+    assert load_checkpoint(accelerator, path) == {"global_step": 4}
+    assert torch.equal(model.weight, torch.full((2, 2), 2.0))
+
+
+@pytest.mark.parametrize("with_schedule", [True, False])
+def test_resume_applies_the_runs_learning_rate_and_betas_and_keeps_the_schedules_progress(with_schedule):
+    parameters = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.Adam(
+        [{"params": parameters[:1]}, {"params": parameters[1:]}], lr=1e-3, betas=(0.5, 0.9)
+    )
+    schedule = (
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / 10) if with_schedule else None
+    )
+    for _ in range(4):
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+    apply_optimizer_settings("generator", optimizer, schedule, 2e-4, [0.0, 0.99])
+    factor = 0.6 if with_schedule else 1.0
+    for group in optimizer.param_groups:
+        assert group["betas"] == (0.0, 0.99) and group["initial_lr"] == 2e-4
+        assert group["lr"] == pytest.approx(2e-4 * factor)
+    if schedule is not None:
+        assert schedule.base_lrs == [2e-4, 2e-4] and schedule.get_last_lr() == pytest.approx([2e-4 * 0.6] * 2)
+        schedule.step()
+        assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([2e-4 * 0.5] * 2)

@@ -8,7 +8,6 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
 from smart_hf.models.toy_mlp import ToyDiscriminator, ToyGenerator
-from smart_hf.training import build
 from smart_hf.training.batch_norm import recalibrate_batch_norm
 from smart_hf.training.config import parse_gan_args
 from smart_hf.training.gan import (
@@ -62,7 +61,11 @@ def test_checkpoints_save_live_and_ema_weights_as_folders_and_load_both_back(tmp
     ema = moved_ema(generator)
     run_config = config(tmp_path, "--use_ema")
     register_model_hooks(accelerator, ema, run_config)
-    saved = {"G": tensors(generator), "D": tensors(discriminator), "ema": [p.clone() for p in ema.shadow_params]}
+    saved = {
+        "G": tensors(generator),
+        "D": tensors(discriminator),
+        "ema": [p.clone() for p in ema.shadow_params],
+    }
     accelerator.save_state(str(tmp_path / "checkpoint"))
 
     folder = tmp_path / "checkpoint"
@@ -103,7 +106,9 @@ def test_checkpoints_without_ema_have_no_generator_ema_and_an_ema_run_refuses_th
         other.load_state(str(tmp_path / "checkpoint"))
 
 
-def test_averaged_generator_is_an_eval_copy_with_the_ema_weights_and_their_own_batch_norm_statistics(tmp_path):
+def test_averaged_generator_is_an_eval_copy_with_the_ema_weights_and_their_own_batch_norm_statistics(
+    tmp_path,
+):
     generator = ToyGenerator(latent_dim=2, hidden_dim=8, num_layers=1, batch_norm=True).train()
     ema = moved_ema(generator)
     live = tensors(generator)

@@ -1,6 +1,7 @@
 """--eval_steps: FD, precision and recall during training, checkpoint-best/, the reference cache; the tracker
 flags and the logged peak memory and seconds per step."""
 
+import importlib.util
 import json
 import resource
 import shutil
@@ -33,7 +34,7 @@ from smart_hf.training.checkpoints import (
     sorted_checkpoints,
 )
 from smart_hf.training.config import parse_gan_args, parse_score_model_args
-from smart_hf.training.gan import train_gan
+from smart_hf.training.gan import best_so_far, train_gan
 from tests.helpers import TINY_GAN, save_tiny_score
 from tests.training.launcher import ENV, read_records, torchrun, write_launcher
 
@@ -102,9 +103,14 @@ def test_logged_fd_precision_recall_equal_smart_hf_evaluate_of_the_checkpoint_ge
     assert [step for step, _ in logged["fd_digits"]] == [2, 4]
     fds = dict(logged["fd_digits"])
     best_step = min(fds, key=fds.get)
-    assert results["best_eval"]["step"] == best_step
-    assert results["best_eval"]["fd_digits"] == pytest.approx(fds[best_step], rel=1e-6)
-    assert (results["best_eval"]["num_samples"], results["best_eval"]["feature_extractor"]) == (
+    assert results["evaluation"]["best_during_training"]["step"] == best_step
+    assert results["evaluation"]["best_during_training"]["fd_digits"] == pytest.approx(
+        fds[best_step], rel=1e-6
+    )
+    assert (
+        results["evaluation"]["best_during_training"]["num_samples"],
+        results["evaluation"]["best_during_training"]["feature_extractor"],
+    ) == (
         1797,
         "digits_classifier",
     )
@@ -126,11 +132,14 @@ def test_checkpoint_best_holds_the_generator_of_the_lowest_logged_fd(tmp_path, s
     assert state["global_step"] == 4 and state["best_eval"]["fd_digits"] == 1.0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (
-        (metrics["best_eval"]["step"], metrics["best_eval"]["fd_digits"])
+        (
+            metrics["evaluation"]["best_during_training"]["step"],
+            metrics["evaluation"]["best_during_training"]["fd_digits"],
+        )
         == (4, 1.0)
         == (
-            results["best_eval"]["step"],
-            results["best_eval"]["fd_digits"],
+            results["evaluation"]["best_during_training"]["step"],
+            results["evaluation"]["best_during_training"]["fd_digits"],
         )
     )
     card = (out / "pipeline" / "README.md").read_text()
@@ -157,7 +166,10 @@ def test_resume_keeps_the_best_fd_and_ignores_a_partial_best(tmp_path, score, mo
     results = digits_run(out, score, "--max_train_steps", "8", "--resume_from_checkpoint", "latest", *flags)
     logged = scalars(out)
     assert dict(logged["best_fd_digits"])[6] == 1.0 and dict(logged["best_fd_digits"])[8] == 0.5
-    assert (results["best_eval"]["step"], results["best_eval"]["fd_digits"]) == (8, 0.5)
+    assert (
+        results["evaluation"]["best_during_training"]["step"],
+        results["evaluation"]["best_during_training"]["fd_digits"],
+    ) == (8, 0.5)
     best = generator_weights(out / BEST_CHECKPOINT / "generator")
     assert same_weights(best, generator_weights(out / "checkpoint-8" / "generator"))
     assert json.loads((out / "checkpoint-6" / "training_state.json").read_text())["best_eval"]["step"] == 4
@@ -167,7 +179,23 @@ def test_resume_keeps_the_best_fd_and_ignores_a_partial_best(tmp_path, score, mo
     scripted_fds(monkeypatch, [9.0])
     resumed = [*flags, "--num_eval_samples", "150", "--resume_from_checkpoint", "latest"]
     results = digits_run(out, score, "--max_train_steps", "10", *resumed)
-    assert (results["best_eval"]["step"], results["best_eval"]["num_samples"]) == (10, 150)
+    assert (
+        results["evaluation"]["best_during_training"]["step"],
+        results["evaluation"]["best_during_training"]["num_samples"],
+    ) == (10, 150)
+
+
+def test_a_resumed_run_knows_a_best_checkpoint_written_after_its_checkpoint(tmp_path):
+    """checkpoint-best/ is written before the step's checkpoint: killed in between, the run resumes from an
+    older checkpoint whose best is worse, and takes checkpoint-best's own (if measured alike)."""
+    measured = {"metric": "fd_digits", "feature_extractor": "digits_classifier", "num_samples": 100}
+    resumed = {**measured, "step": 4, "fd_digits": 1.0}
+    written = {**measured, "step": 6, "fd_digits": 0.5}
+    (tmp_path / BEST_CHECKPOINT).mkdir()
+    (tmp_path / BEST_CHECKPOINT / "training_state.json").write_text(json.dumps({"best_eval": written}))
+    assert best_so_far(resumed, str(tmp_path), measured) == written
+    assert best_so_far(None, str(tmp_path), measured) == written
+    assert best_so_far(resumed, str(tmp_path), {**measured, "num_samples": 200}) is None
 
 
 def test_a_best_checkpoint_write_killed_midway_leaves_the_previous_one_whole(tmp_path, monkeypatch):
@@ -262,6 +290,14 @@ def test_evaluation_settings_that_do_not_fit_are_refused(tmp_path, flags, messag
         config.check()
 
 
+@pytest.mark.skipif(importlib.util.find_spec("pytorch_fid") is not None, reason="pytorch-fid is installed")
+def test_inception_features_without_pytorch_fid_stop_the_run_before_training(tmp_path, score):
+    out = tmp_path / "run"
+    with pytest.raises(ImportError, match="pip install pytorch-fid"):
+        digits_run(out, score, "--eval_steps", "2", "--eval_features", "inception")
+    assert not list(out.glob("checkpoint-*")) and not (out / "generator").exists()
+
+
 def test_digits_features_refuse_images_that_are_not_8x8_grayscale(tmp_path, score):
     rgb = load_image_dataset("digits", resolution=8, channels=3)
     with pytest.raises(ValueError, match="Digits features measure 8×8 grayscale digits"):
@@ -330,4 +366,7 @@ def test_two_processes_stay_in_step_while_the_main_one_evaluates(tmp_path, score
         "random_states_0.pkl",
         "random_states_1.pkl",
     }
-    assert json.loads((out / "metrics.json").read_text())["best_eval"]["num_samples"] == 100
+    assert (
+        json.loads((out / "metrics.json").read_text())["evaluation"]["best_during_training"]["num_samples"]
+        == 100
+    )

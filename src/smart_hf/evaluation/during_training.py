@@ -92,15 +92,15 @@ class TrainingEvaluator:
         def images() -> Iterator[torch.Tensor]:
             return dataset_batches(dataset, indices, batch_size)
 
-        metadata = {
-            "feature_space": self.extractor.name,
-            "resolution": dataset.resolution,
-            "channels": dataset.channels,
-            "num_reference": self.num_samples,
-            "images_sha256": images_digest(images()),
-        }
-        self.cache = None
+        self.cache, metadata = None, {}
         if cache_dir is not None:
+            metadata = {
+                "feature_space": self.extractor.name,
+                "resolution": dataset.resolution,
+                "channels": dataset.channels,
+                "num_reference": self.num_samples,
+                "images_sha256": images_digest(images()),
+            }
             key = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
             self.cache = os.path.join(cache_dir, f"{CACHE_PREFIX}{key}.npz")
         self.real_features = reference_features(self.extractor, images, self.cache, metadata)
@@ -117,6 +117,8 @@ class TrainingEvaluator:
             "num_samples": self.num_samples,
             "num_reference": self.num_samples,
             "k": self.k,
+            "seed": self.seed,  # of the generated images, with `batch_size` (as `smart-hf evaluate --seed`)
+            "batch_size": self.batch_size,
         }
 
     @torch.no_grad()

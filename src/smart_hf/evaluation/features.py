@@ -186,7 +186,8 @@ class InceptionFeatureExtractor(FeatureExtractor):
             except OSError as error:
                 raise OSError(
                     f"Cannot download the Inception weights ({error}). Download {FID_WEIGHTS_URL} on a "
-                    "connected machine and pass the file with --inception-weights PATH (weights_path=...)."
+                    "connected machine and pass the file with --inception-weights PATH (smart-hf evaluate), "
+                    "--eval_inception_weights PATH (training) or weights_path=...."
                 ) from error
         self.network = network.eval()
 

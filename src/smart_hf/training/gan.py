@@ -311,7 +311,7 @@ def train_gan(config: GANTrainingConfig) -> dict:
             memory = report.peak_memory(accelerator.device)
             accelerator.log({**means, **learning_rates, **throughput, **memory}, step=global_step)
             window_start = (global_step, now)
-        new_best = False
+        new_best, previous_best = False, progress.best_eval
         if config.eval_steps and (
             global_step % config.eval_steps == 0 or global_step == config.max_train_steps
         ):
@@ -321,33 +321,24 @@ def train_gan(config: GANTrainingConfig) -> dict:
             window_start = (window_start[0], window_start[1] + time.time() - eval_start)
         # A checkpoint is never written during a run of non-finite steps, nor from non-finite weights, so the
         # latest one is a good one.
-        if (
-            config.checkpointing_steps
-            and global_step % config.checkpointing_steps == 0
+        checkpoint_due = config.checkpointing_steps and global_step % config.checkpointing_steps == 0
+        healthy = (
+            (checkpoint_due or new_best)
             and not any(nonfinite_in_a_row.values())
             and all_finite(accelerator, healthy_models, healthy_optimizers, ema)
-        ):
+        )
+        if new_best and not healthy:
+            progress.best_eval = previous_best  # the best stays the one checkpoint-best/ holds
+        if healthy:
             progress.train_seconds = previous_seconds + time.time() - start_time
-            last_checkpoint = save_checkpoint(
-                accelerator,
-                config.output_dir,
-                global_step,
-                checkpoint_state(progress, ema),
-                config.checkpoints_total_limit,
-            )
-        if (
-            new_best
-            and not any(nonfinite_in_a_row.values())
-            and all_finite(accelerator, healthy_models, healthy_optimizers, ema)
-        ):
-            progress.train_seconds = previous_seconds + time.time() - start_time
-            save_checkpoint(
-                accelerator,
-                config.output_dir,
-                global_step,
-                checkpoint_state(progress, ema),
-                name=BEST_CHECKPOINT,
-            )
+            state = checkpoint_state(progress, ema)
+            # checkpoint-best/ first: a run killed in between resumes knowing it (`best_so_far`).
+            if new_best:
+                save_checkpoint(accelerator, config.output_dir, global_step, state, name=BEST_CHECKPOINT)
+            if checkpoint_due:
+                last_checkpoint = save_checkpoint(
+                    accelerator, config.output_dir, global_step, state, config.checkpoints_total_limit
+                )
         if toy is None and config.save_images_steps and global_step % config.save_images_steps == 0:
             if accelerator.is_main_process:
                 averaged = averaged_generator(unwrapped_generator, ema, config)
@@ -371,7 +362,7 @@ def train_gan(config: GANTrainingConfig) -> dict:
             "nonfinite_steps": progress.nonfinite_steps,
         }
         if progress.best_eval is not None:
-            results["best_eval"] = progress.best_eval
+            results["best_eval"] = progress.best_eval  # recorded by `report.finish_images`
         if toy is not None:
             results = report.finish_toy(config, final, toy, results)
         else:

@@ -238,6 +238,8 @@ def finish_images(
         smart, real, real_labels, config.train_batch_size, config.seed
     )
     quality, evaluation = quality_metrics(config, fake, real)
+    if best := results.pop("best_eval", None):  # --eval_steps: the lowest FD during training, for the card
+        evaluation["best_during_training"] = best
     results |= {**quality, "evaluation": evaluation}
     options = to_flat(config)
     with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
@@ -246,9 +248,6 @@ def finish_images(
     sample_grid(final, config.num_sample_images, config.seed).save(samples_path)
 
     export_dir = os.path.join(config.output_dir, "pipeline")
-    card_evaluation = dict(evaluation)  # --eval_steps: also the lowest FD during training (best_eval)
-    if "best_eval" in results:
-        card_evaluation["best_during_training"] = results["best_eval"]
     hub.export_pipeline(
         final,
         export_dir,
@@ -256,7 +255,7 @@ def finish_images(
         score_model=config.score,
         dataset=config.data_source,
         metrics=results,
-        evaluation=card_evaluation,
+        evaluation=evaluation,
         training_config=options,
         repo_id=config.hub_model_id,
         license=config.hub_license,
