@@ -235,3 +235,14 @@ def test_exports_without_a_discriminator_load_unchanged(tmp_path):
     folder = hub.export_pipeline(pipe.gan, tmp_path / "export", num_samples=0)
     assert "discriminator" not in json.loads((folder / "model_index.json").read_text())
     assert SmartOneStepPipeline.from_pretrained(folder).discriminator is None
+
+
+def test_pipeline_refinement_clips_to_the_image_range_and_runs_in_the_discriminators_dtype():
+    pipe = make_pipeline(3)
+    start = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    labels = torch.tensor([0, 1, 2, 0])
+    refined = pipe.refine(start, labels, 2, 1e4)  # steps far past the range on both sides
+    assert refined.min() == -1 and refined.max() == 1 and refined.abs().max() == 1
+    assert not torch.equal(refined, pipe.refine(start, torch.tensor([1, 2, 0, 1]), 2, 1e4))  # D sees the labels
+    pipe.discriminator.to(torch.bfloat16)
+    assert pipe.refine(start, labels, 1, 0.5).dtype == torch.bfloat16

@@ -353,7 +353,7 @@ def test_two_processes_stay_in_step_while_the_main_one_evaluates(tmp_path, score
         "--eval_steps 2 --num_eval_samples 100".split(),
     ]
     completed = subprocess.run(
-        torchrun(launcher, ["--nproc_per_node", "2"], flags),
+        torchrun(launcher, ["--standalone", "--nproc_per_node", "2"], flags),
         env=ENV,
         capture_output=True,
         text=True,
