@@ -6,8 +6,8 @@
 The snapshot puts pipelines/ at src/smart_hf/pipelines/, where it is installed, so that mutmut (configured in
 pyproject.toml's [tool.mutmut]) names the pipeline's mutants after the module the tests import; it also keeps
 the run on one version of the files while the working tree changes. Each mutant runs only the tests that call
-the function it mutates. Mutants listed in tests/mutation_equivalent.txt (one name a line, `#` comments)
-behave like the original code and count apart from the score.
+the function it mutates. Mutants listed in tests/mutation_equivalent.txt (`name :: a piece of its mutated
+code`, checked against the snapshot) behave like the original code and count apart from the score.
 """
 
 import argparse
@@ -165,11 +165,44 @@ def run(max_children: int, modules: list[str] | None) -> float:
     return time.monotonic() - start
 
 
-def equivalent_mutants() -> set[str]:
+def equivalent_mutants() -> dict[str, str]:
+    """{mutant name: a piece of its mutated code} from EQUIVALENT_FILE (`name :: code`, `#` comments)."""
     if not EQUIVALENT_FILE.is_file():
-        return set()
-    lines = (line.split("#")[0].strip() for line in EQUIVALENT_FILE.read_text().splitlines())
-    return {line for line in lines if line}
+        return {}
+    entries = {}
+    for line in EQUIVALENT_FILE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, code = line.partition(" :: ")
+            entries[name.strip()] = code.strip()
+    return entries
+
+
+def mutant_source(name: str) -> str:
+    """The code of mutant `name` in the snapshot's mutated file (empty if it is not there)."""
+    module, _, function = name.partition(".x")
+    path = STAGE / "mutants" / "src" / Path(*module.split(".")).with_suffix(".py")
+    if not path.is_file():
+        path = path.with_suffix("") / "__init__.py"
+    source = path.read_text() if path.is_file() else ""
+    start = source.find(f"def x{function}(")
+    if start < 0:
+        return ""
+    end = source.find("def x", start + 1)
+    return source[start : end if end > 0 else len(source)]
+
+
+def confirmed_equivalent(statuses: dict[str, str]) -> set[str]:
+    """Listed mutants that survived and still are the listed code change (numbers move when a function's code
+    changes: a listed name that now names another mutant is reported and scored as a survivor)."""
+    confirmed = set()
+    for name, code in equivalent_mutants().items():
+        if statuses.get(name) != "survived":
+            continue
+        if code and " ".join(code.split()) in " ".join(mutant_source(name).split()):  # spaces as in the file
+            confirmed.add(name)
+        else:
+            print(f"warning: {name} is no longer `{code}`: update {EQUIVALENT_FILE.name}", file=sys.stderr)
+    return confirmed
 
 
 def results(modules: list[str] | None = None) -> dict[str, str]:
@@ -183,37 +216,43 @@ def results(modules: list[str] | None = None) -> dict[str, str]:
 
 
 def table(statuses: dict[str, str]) -> str:
-    equivalent = equivalent_mutants()
+    equivalent = confirmed_equivalent(statuses)
     rows = {}
     for name, status in statuses.items():
         module = name.split(".x")[0]
         rows.setdefault(module, Counter())[
             status if not (status == "survived" and name in equivalent) else "eq"
         ] += 1
-    header = "| module | mutants | killed | survived | timeout | no tests | equivalent | score |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    header = (
+        "| module | mutants | killed | survived | timeout | no tests | equivalent | not checked | score |"
+    )
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     total = Counter()
     for module in sorted(rows) + ["total"]:
         counts = rows[module] if module != "total" else total
         total.update(counts if module != "total" else {})
         mutants = sum(counts.values())
         caught = counts["killed"] + counts["timeout"]
-        scored = mutants - counts["eq"]
+        scored = mutants - counts["eq"] - counts["not checked"]
         score = f"{100 * caught / scored:.1f}%" if scored else "-"
         lines.append(
             f"| {module} | {mutants} | {counts['killed']} | {counts['survived']} | {counts['timeout']} | "
-            f"{counts['no tests']} | {counts['eq']} | {score} |"
+            f"{counts['no tests']} | {counts['eq']} | {counts['not checked']} | {score} |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
+    global STAGE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="only print the table of the last run")
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--survivors", action="store_true", help="also list the surviving mutants")
     parser.add_argument("--modules", nargs="+", help="only these modules of the scope, e.g. smart losses gan")
+    parser.add_argument("--stage", type=Path, help=f"with --report: a snapshot other than {STAGE}")
     args = parser.parse_args()
+    if args.stage:
+        STAGE = args.stage
     if not args.report:
         stage(args.modules)
         seconds = run(args.max_children, args.modules)
@@ -222,10 +261,13 @@ def main() -> None:
         )
     statuses = results(args.modules)
     print(table(statuses))
-    score_note = "score = (killed + timeout) / (mutants - equivalent); 'no tests': no selected test calls it"
+    score_note = (
+        "score = (killed + timeout) / (mutants - equivalent - not checked); 'no tests' (no selected test "
+        "calls the function) count as survivors"
+    )
     print(f"\n{score_note}")
     if args.survivors:
-        equivalent = equivalent_mutants()
+        equivalent = confirmed_equivalent(statuses)
         for name in sorted(
             n for n, s in statuses.items() if s in ("survived", "no tests") and n not in equivalent
         ):

@@ -85,6 +85,11 @@ def test_family_mixture_with_a_method_by_flags_then_cached_runs_are_not_trained_
     again = toy2d.main([*argv, "--method", "low t=--smart_t_max 60"])["grid9_weighted"]
     assert len(trained) == 1 and trained[0][-2:] == ["--smart_t_max", "60"]  # only the new method trained
     assert again["wide t"][0]["mode_counts"] == wide["mode_counts"]
+    listed = toy2d.main([*argv, "--seeds", "0", "1", "--no_train"])["grid9_weighted"]
+    assert len(trained) == 1 and [len(listed[name]) for name in ("GAN", "wide t")] == [
+        1,
+        1,
+    ]  # seed 1 left out
     tiny = ["--config", toy2d.PRESET, "--dataset_name", "grid9_weighted", "--seed", "0", *TINY.split()]
     assert toy2d.is_cached(str(run), [*tiny, "--smart_t_max", "400"])
     assert not toy2d.is_cached(str(run), [*tiny, "--smart_t_max", "300"])
@@ -107,8 +112,9 @@ def test_all_mixtures_and_bad_mixtures_or_methods(capsys):
 
 
 def test_summary_table_is_mean_and_std_over_seeds():
-    def run(covered, hq, tv, lightest):
+    def run(covered, hq, tv, lightest, seed=1):
         return {
+            "config": {"seed": seed},
             "modes_covered_quarter": covered,
             "modes_covered": 9,
             "num_modes": 9,
@@ -123,5 +129,5 @@ def test_summary_table_is_mean_and_std_over_seeds():
         "| GAN | 8.5 ± 0.5 / 9 | 91.0 ± 1.0 | 0.100 ± 0.000 | 5.0 ± 1.0 | 0.60 ± 0.10 | 9.0 ± 0.0 | — |"
         in table
     )
-    seeds = toy2d.seed_table({"GAN": [run(8, 90.0, 4.0, 0.5), run(9, 92.0, 6.0, 0.7)]}, [0, 1])
+    seeds = toy2d.seed_table({"GAN": [run(8, 90.0, 4.0, 0.5, seed=0), run(9, 92.0, 6.0, 0.7)]})
     assert "| GAN | 1 | 9/9 | 92.0 | 0.100 | 6.0 | 0.70 |" in seeds

@@ -265,6 +265,16 @@ def test_bad_inputs(pipe, kwargs, match):
 def test_bad_class_labels(conditional_pipe, class_labels, match):
     with pytest.raises(ValueError, match=match):
         conditional_pipe(batch_size=2, class_labels=class_labels)
+    with pytest.raises(ValueError, match=match):  # also when called without the pipeline's input checks
+        conditional_pipe.prepare_class_labels(class_labels, 2, None, torch.device("cpu"))
+
+
+def test_class_label_errors_say_what_to_pass(pipe, conditional_pipe):
+    with pytest.raises(ValueError, match=r"unconditional \(num_classes=None\); do not pass `class_labels`\.$"):
+        pipe.prepare_class_labels(1, 2, None, torch.device("cpu"))
+    with pytest.raises(ValueError, match="pass one label for all images or one per image.$"):
+        conditional_pipe.prepare_class_labels([0, 1, 2], 2, None, torch.device("cpu"))
+    assert pipe.prepare_class_labels(None, 2, seeded(0), torch.device("cpu")) is None
 
 
 def test_refuses_a_generator_that_is_not_an_image_generator():

@@ -8,6 +8,7 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
 from smart_hf.models.toy_mlp import ToyDiscriminator, ToyGenerator
+from smart_hf.training import build
 from smart_hf.training.batch_norm import recalibrate_batch_norm
 from smart_hf.training.config import parse_gan_args
 from smart_hf.training.gan import (
@@ -87,6 +88,22 @@ def test_checkpoints_save_live_and_ema_weights_as_folders_and_load_both_back(tmp
     assert_equal_tensors(tensors(generator), saved["G"])
     assert_equal_tensors(tensors(discriminator), saved["D"])
     assert_equal_tensors(ema.shadow_params, saved["ema"])
+
+
+def test_checkpoints_hold_the_fake_score_model_when_the_run_trains_one(tmp_path):
+    accelerator = Accelerator(cpu=True)
+    generator, discriminator = prepared_models(accelerator)
+    run_config = config(tmp_path, "--fake_score")
+    fake_score = accelerator.prepare(build.build_fake_score(run_config, (2,), None)[0])
+    register_model_hooks(accelerator, None, run_config)
+    saved = tensors(fake_score)
+    accelerator.save_state(str(tmp_path / "checkpoint"))
+    with torch.no_grad():
+        for p in fake_score.parameters():
+            p.zero_()
+    accelerator.load_state(str(tmp_path / "checkpoint"))
+    assert_equal_tensors(tensors(fake_score), saved)
+    assert (tmp_path / "checkpoint" / "fake_score" / "config.json").is_file()
 
 
 def test_checkpoints_without_ema_have_no_generator_ema_and_an_ema_run_refuses_them(tmp_path):
