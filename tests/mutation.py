@@ -67,11 +67,16 @@ SCOPE = {
 }
 # The test files each module's mutants run (of them, only the tests that call the mutated function).
 TESTS = {
-    "smart_hf.smart": ["tests/smart_hf/test_smart.py", "tests/smart_hf/test_losses.py"],
+    "smart_hf.smart": [
+        "tests/smart_hf/test_smart.py",
+        "tests/smart_hf/test_losses.py",
+        "tests/smart_hf/test_smart_variants.py",
+    ],
     "smart_hf.losses": [
         "tests/smart_hf/test_losses.py",
         "tests/smart_hf/test_nice.py",
         "tests/smart_hf/test_nats.py",
+        "tests/smart_hf/test_smart_variants.py",
     ],
     "smart_hf.training.gan": ["tests/training/test_ema.py"],
     "smart_hf.training.checkpoints": ["tests/training/test_checkpoints.py", "tests/training/test_ema.py"],

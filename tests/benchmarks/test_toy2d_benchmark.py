@@ -21,7 +21,7 @@ def test_methods_keep_their_own_lambda_and_score_whatever_the_extra_args(tmp_pat
         "GAN + SMaRt (learned score)",
     ]
     configs = {
-        folder: json.loads((tmp_path / folder / "0" / "metrics.json").read_text())["config"]
+        folder: json.loads((tmp_path / "grid25" / folder / "0" / "metrics.json").read_text())["config"]
         for folder in ("GAN", "analytic_score", "learned_score")
     }
     assert configs["GAN"]["smart_weight"] == 0

@@ -300,6 +300,8 @@ def test_load_generator_reads_an_exports_gan_before_any_training_folder(tmp_path
     assert hub.generator_folders(tmp_path) == ["gan", "generator", ""]
     (tmp_path / "metrics.json").write_text(json.dumps({"config": {}}))
     assert hub.generator_folders(tmp_path) == ["gan", "generator_ema", "generator", ""]
+    (tmp_path / "metrics.json").write_text(json.dumps({"fd_digits": 1.0}))  # metrics without the run's config
+    assert hub.generator_folders(tmp_path) == ["gan", "generator_ema", "generator", ""]
 
 
 def test_load_generator_reads_safetensors_only(tmp_path):

@@ -33,6 +33,14 @@ def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
     assert r1_penalty(x @ w, x).item() == pytest.approx(25.0)
 
 
+def test_r1_penalty_trains_the_discriminator_by_its_gradient():
+    # d||w||²/dw = 2w: the penalty keeps the input gradient's graph (create_graph) to reach D's weights.
+    w = torch.tensor([3.0, 4.0], requires_grad=True)
+    x = torch.randn(5, 2, requires_grad=True)
+    r1_penalty(x @ w, x).backward()
+    torch.testing.assert_close(w.grad, torch.tensor([6.0, 8.0]))
+
+
 def make_loss(**kwargs):
     generator, discriminator = (
         torch.nn.Linear(4, 2),

@@ -1,9 +1,12 @@
+from dataclasses import fields
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from smart_hf.models.toy_mlp import MLPNoisePredictor
 from smart_hf.scores import GaussianMixtureScore, ModelScore
-from smart_hf.smart import SmartRegularizer
+from smart_hf.smart import SmartConfig, SmartRegularizer
 
 # A one-step schedule with a_t = 0.8, s_t = 0.6 keeps hand computations short.
 ONE_STEP_SCHEDULE = torch.tensor([0.64])
@@ -236,10 +239,13 @@ def test_weighted_term_weights_each_samples_hand_computed_error(gradient_mode):
     # Point mass at 0: the per-sample plain term is (a/s)²·mean(x0²); sds' surrogate is 2·(a/s)²× that.
     smart = regularizer(point_mass_score([0.0, 0.0]), weight=1.0, gradient_mode=gradient_mode)
     x0 = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
-    weights = torch.tensor([0.5, 1.5])
-    per_sample = (0.8 / 0.6) ** 2 * torch.tensor([2.5, 0.5])
+    weights = torch.tensor(
+        [0.5, 1.5], dtype=torch.float64
+    )  # weights of another dtype: the loss stays float32
+    per_sample = (0.8 / 0.6) ** 2 * torch.tensor([2.5, 0.5], dtype=torch.float64)
     scale = 1.0 if gradient_mode == "full" else 2 * (0.8 / 0.6) ** 2
     output = smart(x0, step=0, sample_weights=weights)
+    assert output.loss.dtype == torch.float32
     assert output.loss.item() == pytest.approx(scale * (weights * per_sample).mean().item(), rel=1e-5)
     assert output.score_matching_loss.item() == pytest.approx(per_sample.mean().item(), rel=1e-5)
     unweighted = smart(x0, step=0)
@@ -281,3 +287,43 @@ def test_timesteps_are_drawn_from_t_min_to_t_max_inclusive():
         smart = SmartRegularizer(score, weight=1.0, t_min=t_min, t_max=t_max, interval=1)
         loss = smart(x0, step=0, generator=torch.Generator().manual_seed(0)).loss.item()
         assert loss == pytest.approx(expected, rel=0.03)
+
+
+def test_defaults_and_from_config_match_the_smart_config():
+    score = GaussianMixtureScore(torch.zeros(1, 2), std=0.1)
+    defaults = SmartRegularizer(score)
+    config = SmartConfig(weight=0.3, t_min=2, t_max=9, interval=3, warmup_start=5, warmup_steps=7)
+    config.decay_start, config.decay_steps, config.scale_by_interval = 11, 13, True
+    config.gradient_mode, config.noise_draws, config.batch_shrink = "sds", 2, 4
+    config.sample_weighting = "discriminator"
+    built = SmartRegularizer.from_config(score, config)
+    for field in fields(SmartConfig):
+        assert getattr(defaults, field.name) == field.default, field.name
+        assert getattr(built, field.name) == getattr(config, field.name), field.name
+
+
+def test_batch_shrink_without_labels_or_weights_keeps_the_first_samples():
+    smart = regularizer(point_mass_score([0.0]), weight=1.0, batch_shrink=2)
+    x0 = torch.tensor([[1.0], [3.0], [100.0]])  # keeps 3 // 2 = 1 sample
+    assert smart(x0, step=0).loss.item() == pytest.approx((0.8 / 0.6) ** 2 * 1.0, rel=1e-5)
+
+
+def test_the_loss_replays_the_timestep_and_noise_draws_of_its_generator():
+    # Two timesteps and a spread-out mixture: the value depends on the timesteps and the noise drawn.
+    schedule = torch.tensor([0.9, 0.5])
+    score = GaussianMixtureScore(torch.tensor([[0.5, -0.5], [-1.0, 1.0]]), std=0.3, alphas_cumprod=schedule)
+    x0 = torch.randn(64, 2, dtype=torch.float64)
+    rng = torch.Generator().manual_seed(7)
+    timesteps = torch.randint(0, 2, (64,), generator=rng)
+    noise = torch.randn((64, 2), dtype=torch.float64, generator=rng)
+    x_t = score.add_noise(x0, noise, timesteps)
+    expected = F.mse_loss(score(x_t, timesteps).float(), noise.float())
+    for draws in (1, 2):
+        smart = SmartRegularizer(score, weight=1.0, t_min=0, t_max=1, interval=1, noise_draws=draws)
+        output = smart(x0 if draws == 1 else x0[:32], step=0, generator=torch.Generator().manual_seed(7))
+        if draws == 1:
+            assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+        else:  # 2 draws of 32 samples: the same draws as 64 samples, the first 32 of them twice
+            x_t = score.add_noise(x0[:32].repeat(2, 1), noise, timesteps)
+            repeated = F.mse_loss(score(x_t, timesteps).float(), noise.float())
+            assert output.loss.item() == pytest.approx(repeated.item(), rel=1e-6)

@@ -122,3 +122,43 @@ def test_resume_applies_the_runs_learning_rate_and_betas_and_keeps_the_schedules
         assert schedule.base_lrs == [2e-4, 2e-4] and schedule.get_last_lr() == pytest.approx([2e-4 * 0.6] * 2)
         schedule.step()
         assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([2e-4 * 0.5] * 2)
+
+
+def test_loading_warns_only_when_the_random_states_cannot_be_read(tmp_path, caplog):
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(torch.nn.Linear(2, 2))
+    path = save_checkpoint(accelerator, str(tmp_path), 3, {"global_step": 3})
+    with caplog.at_level("WARNING", logger="smart_hf.training.checkpoints"):
+        assert load_checkpoint(accelerator, path) == {"global_step": 3}
+    assert "cannot be read" not in caplog.text
+    (tmp_path / "checkpoint-3" / "random_states_0.pkl").write_bytes(b"not a pickle")
+    with caplog.at_level("WARNING", logger="smart_hf.training.checkpoints"):
+        assert load_checkpoint(accelerator, path) == {"global_step": 3}
+    assert f"The random states of process 0 in {path} cannot be read" in caplog.text
+    assert "the run resumes, but its random draws will differ from an uninterrupted run's." in caplog.text
+
+
+def test_latest_is_the_highest_step_and_skipped_folders_are_named(tmp_path, caplog):
+    PartialState(cpu=True)
+    for step in (5, 40, 300):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "training_state.json").write_text("{}")
+    assert find_checkpoint(str(tmp_path), "latest") == str(tmp_path / "checkpoint-300")
+    (tmp_path / "checkpoint-400.partial").mkdir()
+    (tmp_path / "checkpoint-500").mkdir()
+    with caplog.at_level("WARNING", logger="smart_hf.training.checkpoints"):
+        assert find_checkpoint(str(tmp_path), "latest") == str(tmp_path / "checkpoint-300")
+    assert "(a run was stopped while writing them): checkpoint-400.partial, checkpoint-500" in caplog.text
+
+
+def test_resume_warns_when_the_runs_optimizer_settings_replace_the_checkpoints(caplog):
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, betas=(0.5, 0.9))
+    with caplog.at_level("WARNING", logger="smart_hf.training.checkpoints"):
+        apply_optimizer_settings("generator", optimizer, None, 1e-3, (0.5, 0.9))
+    assert "Resuming with" not in caplog.text
+    with caplog.at_level("WARNING", logger="smart_hf.training.checkpoints"):
+        apply_optimizer_settings("generator", optimizer, None, 2e-4, (0.5, 0.9))
+    assert (
+        "generator learning rate 0.0002 and betas (0.5, 0.9) of this run; the checkpoint had 0.001"
+        in caplog.text
+    )

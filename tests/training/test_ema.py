@@ -160,6 +160,9 @@ def test_checkpoint_state_and_restore_progress_round_trip_the_counters_and_the_e
     assert state["ema"]["optimization_step"] == 5 and state["ema"]["decay"] == 0.5
     assert "shadow_params" not in state["ema"]
     assert "ema" not in checkpoint_state(progress, None)
+    without_ema = TrainingProgress()
+    restore_progress(checkpoint_state(progress, None), without_ema, None)
+    assert without_ema == progress
 
     fresh_ema = EMAModel(generator.parameters(), decay=0.5)
     shadow = [p.clone() for p in fresh_ema.shadow_params]

@@ -183,3 +183,10 @@ def test_compiled_run_saves_plain_generator_weights(tmp_path, score, monkeypatch
         assert plain.state_dict().keys() == trained.state_dict().keys()
         for key, value in trained.state_dict().items():
             assert torch.equal(plain.state_dict()[key], value), key
+
+
+def test_compile_models_with_the_spectral_norm_discriminator_is_refused():
+    flags = [*TINY_GAN, "--dataset_name", "digits", "--score", "x/y", "--compile_models"]
+    parse_gan_args(flags).check()  # dcgan: fine
+    with pytest.raises(ValueError, match="--compile_models fails with the resnet discriminator"):
+        parse_gan_args([*flags, "--model_architecture", "resnet"]).check()

@@ -557,6 +557,14 @@ class GANTrainingConfig:
                 "--score_dtype and --compile_score act on a score model; --score analytic is a formula: "
                 "drop them."
             )
+        if self.compile_models and not self.is_toy and self.model_architecture == "resnet":
+            # Seen in benchmarks/scale.py (torch 2.13): D runs on the real batch, then on the fakes, before
+            # one backward; compiled, the second call's in-place power iteration invalidates what the first
+            # one's backward needs ("modified by an inplace operation"), at the first step.
+            raise ValueError(
+                "--compile_models fails with the resnet discriminator (spectral norm) under torch.compile: "
+                "use --compile_score alone, or --model_architecture dcgan."
+            )
         if self.freeze_batch_norm_step is not None:
             if self.is_toy and not self.generator_batch_norm:
                 raise ValueError(

@@ -14,15 +14,17 @@ Each step runs --d_steps_per_g_step discriminator steps, then one generator step
 `smart_hf.losses.GANLoss` (adversarial loss; lazy R1 for D; lazy SMaRt for G). D's inputs can be masked
 (--masked_gan, MaskedGAN) and diffused (--diffusion_gan, Diffusion-GAN), D's features modulated by noise
 with a consistency loss (--nice, NICE), and the fakes refined along D's gradient (--nats, NATS); separate
-Adam settings per network give TTUR (--config training/configs/ttur.yaml). A class-conditional run passes
+Adam settings per network give TTUR (--config training/configs/ttur.yaml). With --fake_score a score model of
+G's own samples trains in a third phase after each generator step, for a distribution-matching term in G's
+loss (`smart_hf.fake_score`). A class-conditional run passes
 the batch's class labels to G, D and the score model. A step whose loss is not finite on some process is not
 applied; after --max_nonfinite_steps such steps in a row the run stops, naming the checkpoint to resume from.
 
-Checkpoints (`checkpoint-<step>/`: generator/, discriminator/, generator_ema/, training_state.json with the
-step counters and the EMA state, and accelerate's optimizer and random states) continue with
---resume_from_checkpoint latest, as a torchelastic restart (torchrun --max_restarts) does by itself
-(`run_folder.resume_after_restart`). With --eval_steps the main process measures FD, precision and recall
-during training (`smart_hf.evaluation.during_training`) and keeps the lowest-FD checkpoint as
+Checkpoints (`checkpoint-<step>/`: generator/, discriminator/, generator_ema/, fake_score/,
+training_state.json with the step counters and the EMA state, and accelerate's optimizer and random states)
+continue with --resume_from_checkpoint latest, as a torchelastic restart (torchrun --max_restarts) does by
+itself (`run_folder.resume_after_restart`). With --eval_steps the main process measures FD, precision and
+recall during training (`smart_hf.evaluation.during_training`) and keeps the lowest-FD checkpoint as
 `checkpoint-best/`. The output folder gets generator/ (and generator_ema/) and metrics.json,
 which `smart-hf export` reads; image runs also get samples.png, samples/ (grids during training) and
 pipeline/ (a Hub-ready export, uploaded with --push_to_hub); toy runs get a scatter plot. Presets of the
