@@ -27,6 +27,7 @@ _EXPORTS = {
     "InceptionFeatureExtractor": "smart_hf.evaluation.features",
     "compute_features": "smart_hf.evaluation.features",
     "compute_statistics": "smart_hf.evaluation.features",
+    "density_coverage": "smart_hf.evaluation.precision_recall",
     "frechet_distance": "smart_hf.evaluation.frechet",
     "frechet_distance_from_moments": "smart_hf.evaluation.frechet",
     "load_digits_classifier": "smart_hf.evaluation.digits_classifier",
