@@ -6,9 +6,10 @@
 
 Data: images from the embedded `digits`, a Hub data set or a `save_to_disk` folder (--dataset_name) or an
 image folder (--train_data_dir), read by `smart_hf.data.load_image_dataset`; or a toy 2-D mixture (grid25,
-ring8, ... : `smart_hf.toy2d.TOY_DATASETS`). The frozen score model (--score) is a diffusers noise predictor, a folder or a Hub id (default for
-digits: the shipped `digits-unet`), or for toy data the exact score of the mixture (`analytic`). It stays out
-of `accelerator.prepare`: its weights never change, but SMaRt's gradient flows through it into the generator.
+ring8, ...: `smart_hf.toy2d.TOY_DATASETS`). The frozen score model (--score) is a diffusers noise predictor,
+a folder or a Hub id (default for digits: the shipped `digits-unet`), or for toy data the exact score of the
+mixture (`analytic`). It stays out of `accelerator.prepare`: its weights never change, but SMaRt's gradient
+flows through it into the generator.
 
 Each step runs --d_steps_per_g_step discriminator steps, then one generator step, with
 `smart_hf.losses.GANLoss` (adversarial loss; lazy R1 for D; lazy SMaRt for G). D's inputs can be masked
