@@ -141,7 +141,17 @@ def tradeoff_figure(all_results: dict[str, dict[str, list[dict]]], path: str) ->
             for method, runs in all_results[mixture].items():
                 x = np.array([r[key] for r in runs])
                 y = np.array([r["high_quality_percent"] for r in runs])
-                ax.errorbar(x.mean(), y.mean(), xerr=x.std(), yerr=y.std(), fmt="o", capsize=3, label=method)
+                color = f"C{list(METHODS).index(method) % 10}"  # one colour per method in every panel
+                ax.errorbar(
+                    x.mean(),
+                    y.mean(),
+                    xerr=x.std(),
+                    yerr=y.std(),
+                    fmt="o",
+                    capsize=3,
+                    color=color,
+                    label=method,
+                )
                 ax.annotate(
                     method, (x.mean(), y.mean()), textcoords="offset points", xytext=(4, 4), fontsize=7
                 )

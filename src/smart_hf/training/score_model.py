@@ -6,7 +6,7 @@
 Image data (the embedded `digits`, a Hub data set or `save_to_disk` folder via --dataset_name, or an image
 folder via --train_data_dir) trains a diffusers `UNet2DModel`, class-conditional with --class_conditional,
 saved as a `DDPMPipeline` folder (`model_index.json`, `unet/`, `scheduler/`) with a grid of samples
-(`samples.png`). The toy 2-D mixtures (grid25, ring8, ...) train an `MLPNoisePredictor`, saved as `score_model/`
+(`samples.png`). The toy 2-D mixtures (grid25, ...) train an `MLPNoisePredictor`, saved as `score_model/`
 and `scheduler/`. Both load with `smart_hf.load_score_model` and serve as `--score` in
 `training/train_smart_gan.py`; beside them are the loss history (`training_history.json`) and its curve
 (`training_curve.png`).
