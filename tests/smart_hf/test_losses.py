@@ -193,3 +193,23 @@ def test_discriminator_phase_does_not_train_the_generator():
     loss, generator, _ = make_loss()
     loss.discriminator_phase(torch.randn(8, 2), torch.randn(8, 4), step=0).total.backward()
     assert all(p.grad is None for p in generator.parameters())
+
+
+def test_generator_phase_gives_smart_the_class_labels():
+    class ClassPointMass(GaussianMixtureScore):  # eps_hat = (x_t − a·center_c) / s: labels change the term
+        def predict_noise(self, x_t, timesteps, class_labels=None):
+            a_t, s_t = self.signal_and_noise_scales(timesteps, x_t.ndim)
+            return (x_t - a_t * self.means[class_labels]) / s_t
+
+    score = ClassPointMass(
+        torch.tensor([[0.0, 0.0], [3.0, 3.0]]), std=0.0, alphas_cumprod=torch.tensor([0.64])
+    )
+    smart = SmartRegularizer(score, weight=1.0, t_min=0, t_max=0, interval=1)
+    generator, discriminator = Recorder(torch.nn.Linear(4, 2)), Recorder(torch.nn.Linear(2, 1))
+    loss = GANLoss(generator, discriminator, smart=smart)
+    z, labels = torch.randn(4, 4), torch.tensor([1, 0, 1, 1])
+    terms = loss.generator_phase(z, step=0, class_labels=labels)
+    with torch.no_grad():
+        fake = generator.model(z) + labels[:, None]
+    expected = (0.8 / 0.6) ** 2 * (fake - score.means[labels]).pow(2).mean().item()
+    assert terms.logs["loss_smart"] == pytest.approx(expected, rel=1e-5)
