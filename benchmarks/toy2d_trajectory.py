@@ -5,7 +5,7 @@ e.g. how many modes the GAN holds when SMaRt's lambda starts to rise. Each check
 copy when the run used one) is scored like the final one: the run's `--num_eval_samples` latents drawn from
 its seed, the metrics of `smart_hf.toy2d.toy_metrics`.
 
-    python -m benchmarks.toy2d_trajectory outputs/benchmarks/toy2d/{GAN,analytic_score}/2
+    python -m benchmarks.toy2d_trajectory outputs/benchmarks/toy2d/grid25/{GAN,analytic_score}/2
 """
 
 import argparse

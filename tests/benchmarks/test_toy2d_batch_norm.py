@@ -14,9 +14,10 @@ TINY_RUN = "--max_train_steps 6 --hidden_dim 16 --num_layers 1"
 
 def test_running_statistics_score_as_the_run_and_batch_statistics_differ(tmp_path, capsys):
     toy2d.main(["--seeds", "1", "--methods", "gan", "--extra_args", TINY_RUN, "--output_dir", str(tmp_path)])
-    run_dir = str(tmp_path / "GAN" / "1")
+    run_dir = toy2d.run_dir(str(tmp_path), "grid25", "GAN", 1)
     results = toy2d_batch_norm.main([run_dir, "--batch_size", "32"])[run_dir]
-    final = json.loads((tmp_path / "GAN" / "1" / "metrics.json").read_text())
+    with open(f"{run_dir}/metrics.json") as f:
+        final = json.load(f)
     assert results["running"]["high_quality_percent"] == pytest.approx(final["high_quality_percent"])
     assert results["running"]["sliced_wasserstein"] == pytest.approx(final["sliced_wasserstein"])
     assert results["batch"]["sliced_wasserstein"] != pytest.approx(final["sliced_wasserstein"], rel=1e-3)

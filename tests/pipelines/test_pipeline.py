@@ -270,7 +270,7 @@ def test_bad_class_labels(conditional_pipe, class_labels, match):
 
 
 def test_class_label_errors_say_what_to_pass(pipe, conditional_pipe):
-    with pytest.raises(ValueError, match=r"unconditional \(num_classes=None\); do not pass `class_labels`\.$"):
+    with pytest.raises(ValueError, match=r"\(num_classes=None\); do not pass `class_labels`\.$"):
         pipe.prepare_class_labels(1, 2, None, torch.device("cpu"))
     with pytest.raises(ValueError, match="pass one label for all images or one per image.$"):
         conditional_pipe.prepare_class_labels([0, 1, 2], 2, None, torch.device("cpu"))

@@ -243,6 +243,7 @@ def test_pipeline_refinement_clips_to_the_image_range_and_runs_in_the_discrimina
     labels = torch.tensor([0, 1, 2, 0])
     refined = pipe.refine(start, labels, 2, 1e4)  # steps far past the range on both sides
     assert refined.min() == -1 and refined.max() == 1 and refined.abs().max() == 1
-    assert not torch.equal(refined, pipe.refine(start, torch.tensor([1, 2, 0, 1]), 2, 1e4))  # D sees the labels
+    other_labels = torch.tensor([1, 2, 0, 1])
+    assert not torch.equal(refined, pipe.refine(start, other_labels, 2, 1e4))  # D sees the labels
     pipe.discriminator.to(torch.bfloat16)
     assert pipe.refine(start, labels, 1, 0.5).dtype == torch.bfloat16

@@ -102,6 +102,7 @@ def test_saving_a_named_checkpoint_again_replaces_it(tmp_path):
 
 @pytest.mark.parametrize("with_schedule", [True, False])
 def test_resume_applies_the_runs_learning_rate_and_betas_and_keeps_the_schedules_progress(with_schedule):
+    PartialState(cpu=True)  # the changed settings are logged through accelerate's logger
     parameters = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
     optimizer = torch.optim.Adam(
         [{"params": parameters[:1]}, {"params": parameters[1:]}], lr=1e-3, betas=(0.5, 0.9)
@@ -152,6 +153,7 @@ def test_latest_is_the_highest_step_and_skipped_folders_are_named(tmp_path, capl
 
 
 def test_resume_warns_when_the_runs_optimizer_settings_replace_the_checkpoints(caplog):
+    PartialState(cpu=True)
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, betas=(0.5, 0.9))
     with caplog.at_level("WARNING", logger="smart_hf.training.checkpoints"):
         apply_optimizer_settings("generator", optimizer, None, 1e-3, (0.5, 0.9))
