@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -19,3 +20,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one state (precision, process group) per process: a test that sets its own precision
+    starts and leaves it fresh."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

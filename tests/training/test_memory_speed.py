@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from smart_hf.losses import GANLoss
@@ -17,15 +16,7 @@ from smart_hf.training.config import parse_gan_args
 from smart_hf.training.gan import train_gan
 from tests.helpers import TINY_GAN, save_tiny_score
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    """Runs with another precision follow; accelerate keeps one per process."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerator_state")
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,7 @@ from smart_hf.training.gan import apply_update, train_gan
 from smart_hf.training.score_model import train_score_model
 from tests.helpers import TINY_GAN, save_tiny_score
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    """Each test sets its own precision; accelerate keeps one per process."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerator_state")
 
 
 @pytest.fixture(scope="module")
