@@ -7,9 +7,12 @@ covered (at least one high-quality sample, and at least a quarter of the mode's 
 quality, sliced W1, the per-mode mass error (total variation between the modes' shares of the HQ samples and
 the mixture's weights) and the lightest mode's share relative to its weight. Prints one markdown table per
 mixture (mean ± std over seeds, and per seed) and draws the trade-off figure (% HQ against mass TV and against
-W1, one point per method, error bars = std over seeds).
+W1, one point per method, error bars = std over seeds, the lambda sweep 0 → 0.03 → 0.1 → 0.2 → 0.3 joined by a
+line).
 
     python -m benchmarks.smart_variants --jobs 2                        # grid25 and grid9_weighted, seeds 0-2
+    python -m benchmarks.smart_variants --mixtures all --jobs 2 \\
+        --methods gan smart_w0.03 smart_w0.1 smart_w0.2 smart smart_dm3     # the whole family, lambda sweep
     python -m benchmarks.smart_variants --mixtures ring8 --methods gan smart smart_dm1
     python -m benchmarks.smart_variants --no_train                      # tables from the runs already there
 
@@ -35,7 +38,7 @@ from benchmarks.common import (  # noqa: E402
     run_jobs,
     train_in_subprocess,
 )
-from smart_hf.toy2d import load_toy_dataset, toy_metrics  # noqa: E402
+from smart_hf.toy2d import TOY_DATASETS, load_toy_dataset, toy_metrics  # noqa: E402
 
 PRESET = os.path.join(CONFIGS, "grid25.yaml")
 FAKE_SCORE_RAMP = ["--fake_score_warmup_start", "2000", "--fake_score_warmup_steps", "2000"]
@@ -43,7 +46,9 @@ FAKE_SCORE_RAMP = ["--fake_score_warmup_start", "2000", "--fake_score_warmup_ste
 METHODS = {
     "gan": ["--smart_weight", "0"],
     "smart": [],
+    "smart_w0.03": ["--smart_weight", "0.03"],
     "smart_w0.1": ["--smart_weight", "0.1"],
+    "smart_w0.2": ["--smart_weight", "0.2"],
     "smart_decay": [
         "--smart_warmup_steps",
         "1000",
@@ -58,6 +63,8 @@ METHODS = {
     "dm3": ["--smart_weight", "0", "--fake_score", "--fake_score_weight", "3", *FAKE_SCORE_RAMP],
     "smart_dm3": ["--fake_score", "--fake_score_weight", "3", *FAKE_SCORE_RAMP],
 }
+# The lambda sweep (the paper's form at each weight), joined by a line in the trade-off figure.
+LAMBDA_SWEEP = {"gan": 0.0, "smart_w0.03": 0.03, "smart_w0.1": 0.1, "smart_w0.2": 0.2, "smart": 0.3}
 # The folders `benchmarks.toy2d` gives the same runs.
 BASELINE_FOLDERS = {"gan": "GAN", "smart": "analytic_score"}
 HEADER = [
@@ -155,6 +162,16 @@ def tradeoff_figure(all_results: dict[str, dict[str, list[dict]]], path: str) ->
                 ax.annotate(
                     method, (x.mean(), y.mean()), textcoords="offset points", xytext=(4, 4), fontsize=7
                 )
+            sweep = [m for m in LAMBDA_SWEEP if m in all_results[mixture]]
+            if len(sweep) > 1:  # the lambda sweep as a path, from the GAN (lambda 0) up
+                means = [
+                    (
+                        np.mean([r[key] for r in all_results[mixture][m]]),
+                        np.mean([r["high_quality_percent"] for r in all_results[mixture][m]]),
+                    )
+                    for m in sweep
+                ]
+                ax.plot(*zip(*means, strict=True), "-", color="0.6", lw=1, zorder=0, label="lambda sweep")
             ax.set(xlabel=label, ylabel="high-quality %", title=mixture)
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="best")
@@ -165,7 +182,12 @@ def tradeoff_figure(all_results: dict[str, dict[str, list[dict]]], path: str) ->
 
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
-    parser.add_argument("--mixtures", nargs="+", default=["grid25", "grid9_weighted"])
+    parser.add_argument(
+        "--mixtures",
+        nargs="+",
+        default=["grid25", "grid9_weighted"],
+        help=f"Mixtures, or 'all': {', '.join(TOY_DATASETS)}.",
+    )
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--output_dir", default="outputs/smart_variants")
@@ -174,6 +196,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time; > 1 gives each run one thread.")
     parser.add_argument("--no_train", action="store_true", help="Only score the runs already there.")
     args = parser.parse_args(argv)
+    if args.mixtures == ["all"]:
+        args.mixtures = list(TOY_DATASETS)
+    unknown = [name for name in args.mixtures if name not in TOY_DATASETS]
+    if unknown:
+        parser.error(f"Unknown mixtures {unknown}: choose from {list(TOY_DATASETS)} or 'all'.")
 
     if not args.no_train:
         items = [

@@ -155,9 +155,13 @@ def test_class_labels_and_augmentations_reach_both_models_and_r1_uses_the_clean_
     with torch.no_grad():
         torch.testing.assert_close(fake_in, generator.model(z) + labels[:, None] + 11.0)
     assert terms.logs["a_updated"] == terms.logs["b_updated"] == 1.0
-    torch.testing.assert_close(
-        first.updates[0][0], discriminator.model(real + 11.0).detach() + labels[:, None]
-    )
+    # Every augmentation adapts on the real and the fake logits of this phase.
+    with torch.no_grad():
+        real_logits = discriminator.model(real + 11.0) + labels[:, None]
+        fake_logits = discriminator.model(fake_in) + labels[:, None]
+    for augmentation in (first, second):
+        torch.testing.assert_close(augmentation.updates[0][0], real_logits)
+        torch.testing.assert_close(augmentation.updates[0][1], fake_logits)
     # R1 is taken with respect to the clean real input (the shifts do not change the gradient: D's weight).
     assert terms.logs["r1_penalty"] == pytest.approx(discriminator.model.weight.pow(2).sum().item())
 

@@ -118,6 +118,38 @@ def test_gan_loss_trains_d_on_refined_fakes_and_g_toward_them():
     assert "loss_nats" not in loss.generator_phase(latents, step=10).logs  # annealed to 0: plain GAN
 
 
+class ClassCritic(nn.Module):
+    """D(x, y) = −||x − c_y||²: each class has its own optimum."""
+
+    def __init__(self):
+        super().__init__()
+        self.centers = nn.Parameter(torch.tensor([[1.0, -2.0], [-3.0, 0.5], [0.0, 4.0]]))
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return -(x - self.centers[class_labels]).pow(2).sum(1)
+
+
+def test_both_phases_refine_toward_the_class_optimum_at_the_generator_step():
+    """D's fakes and G's regression target move toward c_y, by the weight of `generator_step`, not `step` (a
+    discriminator step past the annealing still refines while the generator step is inside it)."""
+    torch.manual_seed(0)
+    critic, refiner = ClassCritic(), NATSRefiner(num_steps=1, step_size=0.1, anneal_steps=10)
+    generator = lambda z, y: z[:, :2]  # noqa: E731
+    loss = GANLoss(generator, critic, nats=refiner)
+    latents, labels = torch.randn(12, 4), torch.tensor([0, 1, 2] * 4)
+    fake, centers = latents[:, :2], critic.centers.detach()[labels]
+    factor = 1 - 2 * 0.1 * 0.5  # a(5) = 0.5
+
+    loss.discriminator_phase(torch.randn(12, 2), latents, step=12, class_labels=labels, generator_step=5)
+    torch.testing.assert_close(critic.inputs[-1], centers + factor * (fake - centers))
+
+    g_terms = loss.generator_phase(latents, step=5, class_labels=labels)
+    expected = 0.5 * (1 - factor) ** 2 * (fake - centers).pow(2).sum(1).mean()
+    assert g_terms.logs["loss_nats"] == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_nats_pulls_the_generator_toward_the_critics_optimum_faster():
     """With a fixed critic, the regression adds the refinement step to the adversarial gradient."""
 

@@ -166,3 +166,42 @@ def test_gan_loss_skips_the_consistency_pass_while_beta_is_zero():
     loss = GANLoss(ToyGenerator(hidden_dim=16, num_layers=1), discriminator, nice=nice)
     terms = loss.discriminator_phase(torch.randn(8, 2), torch.randn(8, 8), step=0)
     assert len(calls) == 2 and "loss_nice_consistency" not in terms.logs and terms.logs["nice_beta"] == 0
+
+
+class ConditionalCritic(torch.nn.Module):
+    """D(x, y) = out(hidden(x)) + e[y]: a non-zero class term in every logit; NICE modulates `hidden`."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU())
+        self.out = torch.nn.Linear(8, 1)
+        self.class_embedding = torch.nn.Embedding(3, 1)
+
+    def forward(self, x: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.out(self.hidden(x))
+        return logits if class_labels is None else logits + self.class_embedding(class_labels)
+
+
+def test_discriminator_phase_total_is_the_adversarial_loss_plus_the_consistency_of_two_labelled_passes():
+    """By hand, with the same noise draws: total = adv(r1, f1) + c(r1, r2) + c(f1, f2), every pass with the labels
+    (the class term cancels in a consistency only when both passes have it)."""
+    torch.manual_seed(0)
+    critic = ConditionalCritic()
+    nice = NICERegularizer(critic, module_names=["hidden"], beta=0.5, interval=1000, consistency_weight=2.0)
+    loss = GANLoss(lambda z, y: 0.5 * z[:, :2], critic, nice=nice)
+    real, latents, labels = torch.randn(16, 2), torch.randn(16, 4), torch.tensor([0, 1, 2, 1] * 4)
+
+    torch.manual_seed(1)
+    terms = loss.discriminator_phase(real, latents, step=1, class_labels=labels)
+
+    torch.manual_seed(1)
+    fake = 0.5 * latents[:, :2]
+    with nice.noise():
+        real_1, fake_1 = critic(real, labels), critic(fake, labels)
+        real_2, fake_2 = critic(real, labels), critic(fake, labels)
+    consistency = 2.0 * ((real_1 - real_2).pow(2).sum(1).mean() + (fake_1 - fake_2).pow(2).sum(1).mean())
+    adversarial = torch.nn.functional.softplus(-real_1).mean() + torch.nn.functional.softplus(fake_1).mean()
+    assert consistency > 0
+    assert terms.logs["loss_nice_consistency"] == pytest.approx(consistency.item(), rel=1e-6)
+    torch.testing.assert_close(terms.total, adversarial + consistency)
+    assert terms.logs["nice_beta"] == 0.5  # no adjustment before `interval` steps
