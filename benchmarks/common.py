@@ -4,6 +4,8 @@ and figures, so that every script trains, scores and reports alike."""
 import argparse
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -54,6 +56,22 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+
+
+def folder_name(name: str) -> str:
+    """A method's name as a folder: runs of characters other than letters, digits, '.', '-' and '_' made one
+    '_' ("GAN + SMaRt (λ 0.1)" -> "GAN_SMaRt_0.1")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+def parse_method(spec: str) -> tuple[str, list[str]]:
+    """`--method NAME=FLAGS` -> (NAME, the flags split as a shell would)."""
+    name, separator, flags = spec.partition("=")
+    if not separator or not folder_name(name):
+        raise argparse.ArgumentTypeError(
+            f"--method takes NAME=FLAGS, e.g. 'wide t=--smart_t_max 400'; got {spec!r}"
+        )
+    return name.strip(), shlex.split(flags)
 
 
 def run_training_script(args: list[str], single_thread: bool = False) -> None:

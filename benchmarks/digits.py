@@ -1,11 +1,11 @@
 """Digits benchmark: plain GAN vs GAN + SMaRt on the embedded 8×8 digits, at the same budget and seeds.
 
 Both methods train with training/train_smart_gan.py from the digits preset (training/configs/digits.yaml, the
-recipe of `make demo`) and differ only in --smart_weight (0: the plain GAN). Each trained generator (its EMA
-weights, as exported) draws --num_samples images (50,000, as FID-50k: the classifier's features are
-heavy-tailed, and with 2,000 samples the FD of one generator moves by ±0.3 between draws, as much as the
-effect measured; --redraws shows that spread), judged in the feature space of smart_hf's small digits
-classifier (`smart_hf.evaluation`):
+recipe of `make demo`) and differ only in --smart_weight (0: the plain GAN), or in the flags a --method row
+adds (e.g. a SMaRt variant). Each trained generator (its EMA weights, as exported) draws --num_samples images
+(50,000, as FID-50k: the classifier's features are heavy-tailed, and with 2,000 samples the FD of one
+generator moves by ±0.3 between draws, as much as the effect measured; --redraws shows that spread), judged in
+the feature space of smart_hf's small digits classifier (`smart_hf.evaluation`):
 
 - FD_digits: the Fréchet distance to the 1,797 digits (lower is better). It is not comparable with Inception
   FID. The row "real digits" is the FD between two random halves of the data (898 and 899 images): what
@@ -24,6 +24,7 @@ Prints a markdown table and writes sample grids side by side (real digits, then 
     python -m benchmarks.digits --jobs 2                          # two runs at a time, one thread each
     python -m benchmarks.digits --seeds 0 1 --extra_args "--max_train_steps 1500"
     python -m benchmarks.digits --seeds 0 --smart_weights 0.3 1 3 --jobs 2     # a lambda sweep
+    python -m benchmarks.digits --method "SMaRt + fake score=--fake_score --fake_score_weight 1"   # a variant
     python -m benchmarks.digits --reuse --num_samples 2000 --redraws 5         # judge the same runs again
 """
 
@@ -38,9 +39,11 @@ from benchmarks.common import (
     CONFIGS,
     argument_parser,
     draw_digits,
+    folder_name,
     judge_digits,
     markdown_table,
     mean_std,
+    parse_method,
     read_metrics,
     real_digits,
     run_jobs,
@@ -59,8 +62,8 @@ MANIFOLD_METRICS = ("precision", "recall", "density", "coverage")
 def finished_run(output_dir: str, seed: int, smart_weight: float | None) -> dict | None:
     """The metrics.json of a finished training run in `output_dir` with this seed and lambda, else None.
 
-    `smart_weight` None stands for the preset's lambda. Other flags are not compared: --reuse trusts the
-    folder to come from the same command.
+    `smart_weight` None (the preset's lambda, or a --method's) is not compared, nor are other flags: --reuse
+    trusts the folder to come from the same command.
     """
     try:
         metrics = read_metrics(output_dir)
@@ -87,7 +90,7 @@ def manifold_metrics(real_features: torch.Tensor, fake_features: torch.Tensor) -
 
 
 def run_dir(output_root: str, name: str, seed: int) -> str:
-    return os.path.join(output_root, name.replace(" ", "").replace("+", "_"), str(seed))
+    return os.path.join(output_root, folder_name(name), str(seed))
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
@@ -108,6 +111,16 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         nargs="+",
         default=None,
         help="One GAN + SMaRt row per lambda (default: the preset's lambda only).",
+    )
+    parser.add_argument(
+        "--method",
+        dest="custom_methods",
+        type=parse_method,
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="One more row: the preset with these training flags (repeatable), e.g. "
+        "'SMaRt + fake score=--fake_score --fake_score_weight 1'.",
     )
     parser.add_argument("--output_dir", default="outputs/benchmarks/digits")
     parser.add_argument(
@@ -137,18 +150,23 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     real_row |= manifold_metrics(real_features[halves[0]], real_features[halves[1]])
     rows = {"real digits": [{**real_row, "spread": None, "seconds": None}]}
     grids = {"real digits": real[:64]}
-    methods = {"GAN": 0.0}  # name -> --smart_weight (None: the preset's lambda)
+    methods = {"GAN": ["--smart_weight", "0"]}  # name -> its flags on top of the preset
     for weight in args.smart_weights or [None]:
-        methods["GAN + SMaRt" if weight is None else f"GAN + SMaRt (λ {weight:g})"] = weight
+        name = "GAN + SMaRt" if weight is None else f"GAN + SMaRt (λ {weight:g})"
+        methods[name] = [] if weight is None else ["--smart_weight", f"{weight:g}"]
+    methods |= dict(args.custom_methods)
+    folders = [folder_name(name) for name in methods]
+    if len(set(folders)) < len(folders):
+        parser.error(f"Two methods share a folder name ({folders}): give each --method a name of its own.")
     runs = [(name, seed) for name in methods for seed in args.seeds]
 
     def train(run: tuple[str, int]) -> dict:
         name, seed = run
-        output_dir, weight = run_dir(args.output_dir, *run), methods[name]
+        output_dir, method_flags = run_dir(args.output_dir, *run), methods[name]
+        weight = float(method_flags[1]) if method_flags[:1] == ["--smart_weight"] else None
         metrics = finished_run(output_dir, seed, weight) if args.reuse else None
         if metrics is None:
-            weight_flags = [] if weight is None else ["--smart_weight", f"{weight:g}"]
-            flags = ["--seed", str(seed), *weight_flags, *shlex.split(args.extra_args)]
+            flags = ["--seed", str(seed), *method_flags, *shlex.split(args.extra_args)]
             metrics = train_in_subprocess(
                 ["--config", PRESET, *flags], output_dir, single_thread=args.jobs > 1
             )

@@ -31,7 +31,6 @@ run's samples.npy, so a cached run is scored like a fresh one.
 import argparse
 import json
 import os
-import re
 import shlex
 
 import numpy as np
@@ -41,8 +40,10 @@ from benchmarks.common import (
     CONFIGS,
     SCORE_MODELS,
     argument_parser,
+    folder_name,
     markdown_table,
     mean_std,
+    parse_method,
     point_drawer,
     read_metrics,
     run_jobs,
@@ -94,21 +95,11 @@ def method_folder(name: str) -> str:
     runs of other characters than letters, digits, '.', '-' and '_' made one '_'."""
     if name in METHOD_NAMES.values() and "(" in name:
         return name.split("(")[-1].strip(")").replace(" ", "_")
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+    return folder_name(name)
 
 
 def run_dir(output_root: str, mixture: str, name: str, seed: int) -> str:
     return os.path.join(output_root, mixture, method_folder(name), str(seed))
-
-
-def parse_method(spec: str) -> tuple[str, list[str]]:
-    """`NAME=FLAGS` -> (NAME, the flags split as a shell would)."""
-    name, separator, flags = spec.partition("=")
-    if not separator or not name.strip() or not method_folder(name):
-        raise argparse.ArgumentTypeError(
-            f"--method takes NAME=FLAGS, e.g. 'wide t=--smart_t_max 400'; got {spec!r}"
-        )
-    return name.strip(), shlex.split(flags)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -24,14 +24,15 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits_benchmark")
     extra = f"{TINY} --score {save_tiny_score(root / 'score')}"
     argv = ["--seeds", "0", "--num_samples", "80", "--redraws", "2", "--extra_args", extra]
+    argv += ["--method", "SMaRt + wide t=--smart_t_min 50 --smart_t_max 400"]
     rows = digits_benchmark.main([*argv, "--output_dir", str(root / "out")])
     return root / "out", argv, rows
 
 
 def test_trains_both_methods_from_the_preset_and_judges_each_draw(trained, capsys):
     output_dir, _, rows = trained
-    assert list(rows) == ["real digits", "GAN", "GAN + SMaRt"]
-    for name in ("GAN", "GAN + SMaRt"):
+    assert list(rows) == ["real digits", "GAN", "GAN + SMaRt", "SMaRt + wide t"]
+    for name in ("GAN", "GAN + SMaRt", "SMaRt + wide t"):
         (run,) = rows[name]
         assert run["fd"] > 0 and run["spread"] > 0  # two different draws of 80 images
         assert sum(run["histogram"]) == pytest.approx(1) and run["seconds"] > 0
@@ -40,10 +41,14 @@ def test_trains_both_methods_from_the_preset_and_judges_each_draw(trained, capsy
     assert real["precision"] > 0.5 and real["recall"] > 0.5  # one half of the digits against the other
     configs = {
         name: json.loads((output_dir / name / "0" / "metrics.json").read_text())["config"]
-        for name in ("GAN", "GAN_SMaRt")
+        for name in ("GAN", "GAN_SMaRt", "SMaRt_wide_t")
     }
     assert configs["GAN"]["smart_weight"] == 0
-    assert configs["GAN_SMaRt"]["smart_weight"] == 0.7  # the preset's
+    assert (
+        configs["GAN_SMaRt"]["smart_weight"] == configs["SMaRt_wide_t"]["smart_weight"] == 0.7
+    )  # the preset's
+    assert (configs["SMaRt_wide_t"]["smart_t_min"], configs["SMaRt_wide_t"]["smart_t_max"]) == (50, 400)
+    assert (configs["GAN_SMaRt"]["smart_t_min"], configs["GAN_SMaRt"]["smart_t_max"]) == (100, 300)
     assert configs["GAN"]["max_train_steps"] == configs["GAN_SMaRt"]["max_train_steps"] == 2
     assert (output_dir / "digits_samples.png").stat().st_size > 0
 
@@ -89,6 +94,23 @@ def test_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit):
         digits_benchmark.main(argv)
     assert "--redraws must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "no flags"], "--method takes NAME=FLAGS"),
+        (["--method", "GAN=--smart_t_max 400"], "Two methods share a folder name"),
+        (
+            ["--smart_weights", "0.3", "--method", "GAN + SMaRt (λ 0.3)=--seed 1"],
+            "Two methods share a folder name",
+        ),
+    ],
+)
+def test_method_rows_need_flags_and_a_folder_of_their_own(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        digits_benchmark.main(argv)
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra", ["--smart_weight 1", "--max_train_steps 2 --smart_weight=1"])
