@@ -35,8 +35,11 @@ from benchmarks.common import (  # noqa: E402
     argument_parser,
     markdown_table,
     mean_std,
+    point_drawer,
     run_jobs,
+    save_panels,
     train_in_subprocess,
+    true_samples,
 )
 from smart_hf.toy2d import TOY_DATASETS, load_toy_dataset, toy_metrics  # noqa: E402
 
@@ -180,6 +183,22 @@ def tradeoff_figure(all_results: dict[str, dict[str, list[dict]]], path: str) ->
     plt.close(fig)
 
 
+def samples_figure(args, mixture: str) -> None:
+    """True data, then the first seed's samples of each of --sample_methods that has the run."""
+    dataset = load_toy_dataset(mixture)
+    panels = {"true data": true_samples(dataset).numpy()}
+    for method in args.sample_methods:
+        path = os.path.join(
+            run_dir(args.output_dir, mixture, method, args.seeds[0], args.baseline_dir), "samples.npy"
+        )
+        if os.path.isfile(path):
+            panels[f"{method} (seed {args.seeds[0]})"] = np.load(path)
+    if len(panels) > 1:
+        path = args.samples_figures.format(mixture=mixture)
+        save_panels(panels, point_drawer(dataset), path, (3.6, 3.8))
+        print(f"Samples: {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
     parser.add_argument(
@@ -193,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output_dir", default="outputs/smart_variants")
     parser.add_argument("--baseline_dir", default="outputs/benchmarks/toy2d", help="benchmarks.toy2d's runs.")
     parser.add_argument("--figure", default="docs/smart_variants_tradeoff.png")
+    parser.add_argument(
+        "--samples_figures",
+        default="docs/smart_variants_samples_{mixture}.png",
+        help="Per mixture: true data beside the first seed's samples of --sample_methods ('' for none).",
+    )
+    parser.add_argument("--sample_methods", nargs="+", default=["gan", "smart", "smart_w0.1", "smart_dm3"])
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time; > 1 gives each run one thread.")
     parser.add_argument("--no_train", action="store_true", help="Only score the runs already there.")
     args = parser.parse_args(argv)
@@ -221,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
         if results:
             all_results[mixture] = results
             print(f"\n### {mixture}\n\n{table(results)}")
+        if args.samples_figures:
+            samples_figure(args, mixture)
     if all_results and args.figure:
         tradeoff_figure(all_results, args.figure)
         print(f"\nFigure: {args.figure}")

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from benchmarks import smart_variants
 from smart_hf.toy2d import load_toy_dataset
@@ -35,6 +36,7 @@ def test_scores_runs_and_falls_back_to_the_toy_benchmarks_gan_and_smart_runs(tmp
         ]
         + ["--output_dir", str(tmp_path / "mine"), "--baseline_dir", str(tmp_path / "toy2d")]
         + ["--figure", str(tmp_path / "figure.png")]
+        + ["--samples_figures", str(tmp_path / "samples_{mixture}.png")]
     )
     rows = {line.split(" (")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
     assert "smart" not in rows  # no run anywhere
@@ -43,6 +45,7 @@ def test_scores_runs_and_falls_back_to_the_toy_benchmarks_gan_and_smart_runs(tmp
         "1.0 ± 0.0 / 9" in rows["gan"] and f"s0: 100.0 / {100 * (1 - dataset.weights[-1]):.1f}" in rows["gan"]
     )
     assert (tmp_path / "figure.png").stat().st_size > 0
+    assert (tmp_path / "samples_grid9_weighted.png").stat().st_size > 0  # true data, gan and smart_dm3
 
 
 def test_every_method_trains_from_the_preset_with_its_own_flags():
@@ -52,6 +55,15 @@ def test_every_method_trains_from_the_preset_with_its_own_flags():
         assert ("--smart_weight" in flags and "0" == flags[flags.index("--smart_weight") + 1]) == (
             method in ("gan", "dm1", "dm3")
         )
+
+
+def test_the_lambda_sweep_is_the_paper_form_at_each_weight():
+    with open(smart_variants.PRESET) as f:
+        preset = yaml.safe_load(f)
+    for method, weight in smart_variants.LAMBDA_SWEEP.items():
+        flags = smart_variants.METHODS[method]
+        expected = [] if preset["smart_weight"] == weight else ["--smart_weight", f"{weight:g}"]
+        assert flags == expected
 
 
 @pytest.mark.parametrize("method", ["gan", "smart"])
