@@ -74,3 +74,29 @@ def test_own_runs_win_over_the_toy_benchmarks(tmp_path, method):
     )
     folder = smart_variants.run_dir(str(tmp_path / "mine"), "grid25", method, 1, str(tmp_path / "toy2d"))
     assert folder == str(tmp_path / "mine" / "grid25" / method / "1")
+
+
+def run(hq, w1, tv, modes=9):
+    return {
+        "high_quality_percent": hq,
+        "sliced_wasserstein": w1,
+        "mass_tv_percent": tv,
+        "modes_covered_quarter": modes,
+        "num_modes": 9,
+    }
+
+
+GAN_RUNS = [run(90.0, 0.10, 8.0), run(92.0, 0.20, 10.0)]  # means 91, 0.15, 9; stds 1, 0.05, 1
+
+
+@pytest.mark.parametrize(
+    "runs, verdict",
+    [
+        ([run(91.5, 0.20, 10.0)] * 2, "met"),  # W1 and TV at the GAN's mean + std: within one std
+        ([run(91.0, 0.10, 5.0)] * 2, "missed: HQ"),  # HQ must be above the GAN's
+        ([run(95.0, 0.21, 10.1)] * 2, "missed: W1, TV"),
+        ([run(95.0, 0.10, 5.0), run(95.0, 0.10, 5.0, modes=8)], "missed: modes"),  # a mode lost on one seed
+    ],
+)
+def test_target_verdict_against_the_plain_gan(runs, verdict):
+    assert smart_variants.target_verdict(runs, GAN_RUNS) == verdict
