@@ -133,24 +133,30 @@ def selected(modules: list[str] | None) -> dict[str, list[str]]:
     }
 
 
+def mutmut_settings(pyproject: str, modules: list[str] | None = None) -> str:
+    """pyproject.toml with [tool.mutmut]'s files and test selection narrowed to `modules` and their test files
+    (generating mutants for the other files takes minutes)."""
+    files = [str(Path("src", *module.split(".")).with_suffix(".py")) for module in selected(modules)]
+    tests = sorted({test for module in selected(modules) for test in TESTS[module]})
+    for key, value in (("only_mutate", files), ("pytest_add_cli_args_test_selection", tests)):
+        pattern = rf"^{key} = \[.*?\]$"
+        if not re.search(pattern, pyproject, flags=re.MULTILINE | re.DOTALL):
+            raise ValueError(f"pyproject.toml's [tool.mutmut] has no `{key} = [...]`.")
+        pyproject = re.sub(
+            pattern, f"{key} = {json.dumps(value)}", pyproject, count=1, flags=re.MULTILINE | re.DOTALL
+        )
+    return pyproject
+
+
 def stage(modules: list[str] | None = None) -> None:
-    """A fresh snapshot of what the tests need, with the pipelines inside the package, and mutmut's test
-    selection narrowed to the test files of `modules`."""
+    """A fresh snapshot of what the tests need, with the pipelines inside the package, and mutmut's settings
+    narrowed to `modules`."""
     shutil.rmtree(STAGE, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("src", "tests", "training", "benchmarks", "pipelines"):
         shutil.copytree(REPO / name, STAGE / name, ignore=ignore)
     shutil.copytree(REPO / "pipelines", STAGE / "src" / "smart_hf" / "pipelines", ignore=ignore)
-    tests = sorted({test for module in selected(modules) for test in TESTS[module]})
-    pyproject = (REPO / "pyproject.toml").read_text()
-    pyproject = re.sub(
-        r"^pytest_add_cli_args_test_selection = \[.*?\]$",
-        "pytest_add_cli_args_test_selection = " + json.dumps(tests),
-        pyproject,
-        count=1,
-        flags=re.MULTILINE | re.DOTALL,
-    )
-    (STAGE / "pyproject.toml").write_text(pyproject)
+    (STAGE / "pyproject.toml").write_text(mutmut_settings((REPO / "pyproject.toml").read_text(), modules))
     # A mutated module imports mutmut's trampoline; exports copy the pipeline's (mutated) file, whose imports
     # they check.
     pipeline = STAGE / "src" / "smart_hf" / "pipelines" / "smart_one_step" / "pipeline.py"
