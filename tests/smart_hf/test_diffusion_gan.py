@@ -33,6 +33,19 @@ def test_t_rises_when_d_is_too_sure_of_real_data_and_falls_otherwise():
     assert (augment.num_steps, augment.p) == (5, 0.0)  # clipped at T_min
 
 
+def test_adaptation_reads_only_its_interval_holds_p_at_the_target_and_clips_p_at_one():
+    augment = DiffusionAugment(t_min=5, t_max=105, d_target=0.5, ada_kimg=0.32)
+    assert feed(augment, 1.0, times=3) == {"diffusion_T": 5.0, "diffusion_p": 0.0}  # between adaptations
+    assert augment.state_dict()["minibatches"] == 3 and augment.state_dict()["sign_sum"] == 24.0
+    feed(augment, 1.0, times=1)
+    logs = feed(augment, -1.0)  # the next interval's r_d counts its own minibatches only
+    assert logs["diffusion_r_d"] == -1.0 and augment.p == pytest.approx(0.0)
+    augment.adjust(0.5, 1000.0)  # r_d exactly at the target: p stays
+    assert augment.p == 0.0
+    augment.adjust(1.0, 10_000.0)
+    assert (augment.p, augment.num_steps) == (1.0, 105)
+
+
 def test_adaptation_uses_the_reduced_statistics_of_all_processes():
     augment = DiffusionAugment(t_min=5, t_max=105, ada_kimg=0.32, all_reduce=lambda stats: stats * 2)
     feed(augment, 1.0)

@@ -89,6 +89,16 @@ def test_beta_adapts_in_the_right_direction():
     assert nice.beta == 0.0  # clipped at 0
 
 
+def test_beta_holds_at_the_target_and_consistency_sums_over_each_samples_logits():
+    nice = NICERegularizer(toy_discriminator(), target=0.5, beta=0.3, ada_kimg=0.1)
+    nice.adjust(0.5, 1000.0)
+    assert nice.beta == 0.3
+    first, second = torch.zeros(2, 3), torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])  # e.g. patch logits
+    assert (
+        NICERegularizer(toy_discriminator(), consistency_weight=2.0).consistency_loss(first, second) == 14.0
+    )
+
+
 def test_adaptation_statistics_are_summed_over_processes():
     reduced = []
 
@@ -183,8 +193,8 @@ class ConditionalCritic(torch.nn.Module):
 
 
 def test_discriminator_phase_total_is_the_adversarial_loss_plus_the_consistency_of_two_labelled_passes():
-    """By hand, with the same noise draws: total = adv(r1, f1) + c(r1, r2) + c(f1, f2), every pass with the labels
-    (the class term cancels in a consistency only when both passes have it)."""
+    """By hand, with the same noise draws: total = adv(r1, f1) + c(r1, r2) + c(f1, f2), every pass with the
+    labels (the class term cancels in a consistency only when both passes have it)."""
     torch.manual_seed(0)
     critic = ConditionalCritic()
     nice = NICERegularizer(critic, module_names=["hidden"], beta=0.5, interval=1000, consistency_weight=2.0)
