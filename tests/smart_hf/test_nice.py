@@ -99,6 +99,43 @@ def test_beta_holds_at_the_target_and_consistency_sums_over_each_samples_logits(
     )
 
 
+def test_each_interval_adapts_on_its_own_signs_only():
+    nice = NICERegularizer(toy_discriminator(), target=0.5, ada_kimg=100.0, interval=2)
+    nice.update(torch.ones(4))
+    assert nice.state_dict()["minibatches"] == 1 and nice.state_dict()["sign_sum"] == 4.0
+    assert nice.update(torch.ones(4))["nice_r"] == 1.0
+    assert nice.update(-torch.ones(4)) == {"nice_beta": nice.beta}  # a new interval: no adjustment yet
+    assert nice.update(-torch.ones(4))["nice_r"] == -1.0
+
+
+def test_modulation_multiplies_the_features_by_one_plus_beta_times_gaussian_noise():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(2, 6)
+    discriminator = torch.nn.Sequential(layer, torch.nn.Identity())
+    nice = NICERegularizer(discriminator, module_names=["0"], beta=1.0)  # beta = 1 modulates too
+    x = torch.randn(5, 2)
+    with nice.noise():
+        torch.manual_seed(1)
+        noisy = discriminator(x)
+    torch.manual_seed(1)
+    features = layer(x)
+    torch.testing.assert_close(noisy, features * (1 + 1.0 * torch.randn_like(features)))
+
+
+def test_modulating_a_module_without_a_tensor_output_names_it():
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return x, x
+
+    discriminator = torch.nn.Sequential(Pair())
+    nice = NICERegularizer(discriminator, module_names=["0"], beta=0.5)
+    with pytest.raises(
+        TypeError, match=r"NICE can only modulate tensor outputs; Pair returned <class 'tuple'>"
+    ):
+        with nice.noise():
+            discriminator(torch.ones(2))
+
+
 def test_adaptation_statistics_are_summed_over_processes():
     reduced = []
 
