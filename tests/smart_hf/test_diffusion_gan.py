@@ -169,3 +169,12 @@ def test_image_discriminator_takes_the_augment_timesteps():
     discriminator = DCGANDiscriminator(in_channels=1, resolution=8, num_timesteps=4, base_channels=4)
     images, kwargs = augment(torch.randn(4, 1, 8, 8))
     assert discriminator(images, **kwargs).shape == (4,)
+
+
+def test_schedule_is_accumulated_in_double_precision_and_diffusion_keeps_the_input_dtype():
+    augment = DiffusionAugment(t_min=1000, t_max=1000, beta_start=1e-4, beta_end=2e-2)
+    betas = torch.linspace(1e-4, 2e-2, 1000, dtype=torch.float64)
+    expected = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
+    torch.testing.assert_close(augment.schedule(1000).double(), expected, rtol=1e-7, atol=1e-12)
+    x = torch.randn(4, 2, dtype=torch.bfloat16)
+    assert augment.diffuse(x, torch.tensor([0, 10, 500, 1000])).dtype == torch.bfloat16
