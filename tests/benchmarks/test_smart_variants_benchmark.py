@@ -49,24 +49,24 @@ def test_scores_runs_and_falls_back_to_the_toy_benchmarks_gan_and_smart_runs(tmp
 
 
 def test_every_method_trains_from_the_preset_with_its_own_flags():
-    assert smart_variants.METHODS["gan"] == ["--smart_weight", "0"] and smart_variants.METHODS["smart"] == []
+    assert smart_variants.METHODS["gan"] == ["--smart_weight", "0"]
     for method, flags in smart_variants.METHODS.items():
         assert ("--fake_score" in flags) == ("dm" in method)
-        assert ("--smart_weight" in flags and "0" == flags[flags.index("--smart_weight") + 1]) == (
+        assert ("--smart_weight" in flags and flags[flags.index("--smart_weight") + 1] == "0") == (
             method in ("gan", "dm1", "dm3")
         )
 
 
-def test_the_lambda_sweep_is_the_paper_form_at_each_weight():
-    with open(smart_variants.PRESET) as f:
-        preset = yaml.safe_load(f)
+def test_the_lambda_sweep_is_the_paper_form_at_each_weight_and_the_toy_benchmarks_smart_is_the_preset():
     for method, weight in smart_variants.LAMBDA_SWEEP.items():
-        flags = smart_variants.METHODS[method]
-        expected = [] if preset["smart_weight"] == weight else ["--smart_weight", f"{weight:g}"]
-        assert flags == expected
+        assert smart_variants.METHODS[method] == ["--smart_weight", f"{weight:g}"]
+    with open(smart_variants.PRESET) as f:
+        preset_weight = yaml.safe_load(f)["smart_weight"]
+    (reused,) = [m for m, folder in smart_variants.BASELINE_FOLDERS.items() if folder == "analytic_score"]
+    assert smart_variants.METHODS[reused] == ["--smart_weight", f"{preset_weight:g}"]
 
 
-@pytest.mark.parametrize("method", ["gan", "smart"])
+@pytest.mark.parametrize("method", ["gan", "smart_w0.1"])
 def test_own_runs_win_over_the_toy_benchmarks(tmp_path, method):
     save_samples(tmp_path / "mine" / "grid25" / method / "1", np.zeros((4, 2)))
     save_samples(
