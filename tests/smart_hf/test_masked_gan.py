@@ -81,10 +81,13 @@ def test_bands_whose_removal_leaves_d_the_smallest_margin_are_removed_more_often
 
 def test_spectral_update_needs_the_real_and_fake_calls_and_state_round_trips():
     spectral = BalancedSpectralMask(resolution=8)
-    with pytest.raises(RuntimeError, match="must follow the calls on the real batch and then the fake"):
+    message = r"^update\(\) must follow the calls on the real batch and then the fake batch\.$"
+    with pytest.raises(RuntimeError, match=message):
         spectral.update(torch.zeros(4), torch.zeros(4))
     spectral(torch.zeros(4, 1, 8, 8))
     spectral(torch.zeros(4, 1, 8, 8))
+    with pytest.raises(RuntimeError, match=message):  # two calls, but not on these batches
+        spectral.update(torch.zeros(3), torch.zeros(4))
     spectral.update(torch.randn(4), torch.randn(4))
     restored = BalancedSpectralMask(resolution=8)
     restored.load_state_dict(spectral.state_dict())
