@@ -57,6 +57,14 @@ def test_refinement_is_clipped_and_gives_d_no_parameter_gradient():
     assert critic.center.grad is None
 
 
+def test_the_refiner_clips_to_its_range():
+    critic = QuadraticCritic(torch.tensor([5.0, 5.0]))
+    refined = NATSRefiner(anneal="constant", step_size=1.0, clip=(-1.0, 1.0)).refine(
+        critic, torch.zeros(4, 2), 0
+    )
+    torch.testing.assert_close(refined, torch.ones(4, 2))
+
+
 @pytest.mark.parametrize("anneal", ["linear", "cosine"])
 def test_annealing_schedule_shape(anneal):
     refiner = NATSRefiner(anneal=anneal, anneal_steps=100, final_weight=0.2, step_decay=0.5, num_steps=3)
