@@ -126,14 +126,14 @@ def test_gan_loss_masks_real_and_fake_and_keeps_r1_on_the_clean_input():
 
 
 def test_spectral_update_moves_the_margin_of_each_band_seen_in_both_batches_by_hand():
-    """margin_k ← margin_k + rate·(mean real logit − mean fake logit over the images missing band k − margin_k),
-    only for bands missing from at least one real and one fake image; the statistics go through all_reduce."""
+    """margin_k ← margin_k + rate·(mean real − mean fake logit of the images missing band k − margin_k), only
+    for bands missing from at least one real and one fake image; the statistics go through all_reduce."""
     reduced = []
     spectral = BalancedSpectralMask(resolution=8, adapt_rate=0.5, all_reduce=lambda s: reduced.append(s) or s)
     spectral.margins = torch.tensor([0.5, -0.2, 0.3, 0.1], dtype=torch.float64)
     bands = torch.eye(4, dtype=torch.bool)
-    # Real images miss bands 0, 0, 1, 2; fake ones 0, 1, 1, 3: band 0 is seen 2 + 1 times, band 1 1 + 2, band 2
-    # only in real images and band 3 only in fake ones (neither moves).
+    # Real images miss bands 0, 0, 1, 2; fake ones 0, 1, 1, 3: band 0 is seen 2 + 1 times, band 1 1 + 2,
+    # band 2 only in real images and band 3 only in fake ones (neither moves).
     spectral.recent_removed_bands.extend([bands[[0, 0, 1, 2]], bands[[0, 1, 1, 3]]])
     logs = spectral.update(torch.tensor([1.0, 3.0, -2.0, 4.0]), torch.tensor([0.5, -1.0, 2.0, 7.0]))
     band_0 = 0.5 + 0.5 * ((1.0 + 3.0) / 2 - 0.5 - 0.5)
