@@ -1,15 +1,15 @@
 """SMaRt's variants side by side on toy mixtures: do any keep its quality gain without its diversity cost?
 
 Every method trains from the toy preset `training/configs/grid25.yaml` (SMaRt `sds`, t ∈ [50, 100], 4 noise
-draws, lambda ramped in over the second half; the preset's lambda is 0.1, `smart` is 0.3) with the exact score
-of the mixture, and differs only in the flags listed in METHODS. Each run is scored on its 2,500 samples by
-`smart_hf.toy2d.toy_metrics`: modes covered (at least one high-quality sample, and at least a quarter of the
-mode's expected count), % high quality, sliced W1, the per-mode mass error (total variation between the modes'
-shares of the HQ samples and the mixture's weights) and the lightest mode's share relative to its weight.
-Prints one markdown table per mixture (mean ± std over seeds, issue 27's target checked against the plain GAN,
-and per seed), draws the trade-off figure (% HQ against mass TV and against W1, one point per method, error
-bars = std over seeds, the lambda sweep 0 → 0.03 → 0.1 → 0.2 → 0.3 joined by a line) and a samples figure per
-mixture.
+draws, lambda ramped in over the second half; the preset's lambda is 0.03, `smart` is 0.3) with the exact
+score of the mixture, and differs only in the flags listed in METHODS. Each run is scored on its 2,500 samples
+by `smart_hf.toy2d.toy_metrics`: modes covered (at least one high-quality sample, and at least a quarter of
+the mode's expected count), % high quality, sliced W1, the per-mode mass error (total variation between the
+modes' shares of the HQ samples and the mixture's weights) and the lightest mode's share relative to its
+weight. Prints one markdown table per mixture (mean ± std over seeds, issue 27's target checked against the
+plain GAN, and per seed), draws the trade-off figure (% HQ against mass TV and against W1, one point per
+method, error bars = std over seeds, the lambda sweep 0 → 0.03 → 0.1 → 0.2 → 0.3 joined by a line) and a
+samples figure per mixture.
 
     python -m benchmarks.smart_variants --jobs 2                        # grid25 and grid9_weighted, seeds 0-2
     python -m benchmarks.smart_variants --mixtures all --jobs 2 \\
@@ -46,8 +46,8 @@ from smart_hf.toy2d import TOY_DATASETS, load_toy_dataset, toy_metrics  # noqa: 
 
 PRESET = os.path.join(CONFIGS, "grid25.yaml")
 FAKE_SCORE_RAMP = ["--fake_score_warmup_start", "2000", "--fake_score_warmup_steps", "2000"]
-# Method id -> the flags that make it, on top of the preset (lambda 0.1 since issue 27; "smart" is lambda 0.3,
-# the preset's lambda before).
+# Method id -> the flags that make it, on top of the preset (lambda 0.03 since issue 27; "smart" is lambda
+# 0.3, the preset's lambda before).
 METHODS = {
     "gan": ["--smart_weight", "0"],
     "smart": ["--smart_weight", "0.3"],
@@ -71,7 +71,7 @@ METHODS = {
 # The lambda sweep (the paper's form at each weight), joined by a line in the trade-off figure.
 LAMBDA_SWEEP = {"gan": 0.0, "smart_w0.03": 0.03, "smart_w0.1": 0.1, "smart_w0.2": 0.2, "smart": 0.3}
 # The folders `benchmarks.toy2d` gives the same runs (its SMaRt is the preset's).
-BASELINE_FOLDERS = {"gan": "GAN", "smart_w0.1": "analytic_score"}
+BASELINE_FOLDERS = {"gan": "GAN", "smart_w0.03": "analytic_score"}
 HEADER = [
     "method",
     "modes (≥1 HQ)",
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         default="docs/smart_variants_samples_{mixture}.png",
         help="Per mixture: true data beside the first seed's samples of --sample_methods ('' for none).",
     )
-    parser.add_argument("--sample_methods", nargs="+", default=["gan", "smart", "smart_w0.1", "smart_dm3"])
+    parser.add_argument("--sample_methods", nargs="+", default=["gan", "smart_w0.03", "smart_w0.1", "smart"])
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time; > 1 gives each run one thread.")
     parser.add_argument("--no_train", action="store_true", help="Only score the runs already there.")
     args = parser.parse_args(argv)
