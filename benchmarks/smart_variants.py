@@ -164,6 +164,8 @@ def table(results: dict[str, list[dict]]) -> str:
 def tradeoff_figure(all_results: dict[str, dict[str, list[dict]]], path: str) -> None:
     """Per mixture: % HQ against mass TV and against sliced W1, one point per method (std error bars)."""
     mixtures = list(all_results)
+    shown = dict.fromkeys(method for results in all_results.values() for method in results)
+    colors = {method: f"C{index % 10}" for index, method in enumerate(shown)}  # one per method, every panel
     fig, axes = plt.subplots(len(mixtures), 2, figsize=(11, 4.2 * len(mixtures)), squeeze=False)
     for row, mixture in enumerate(mixtures):
         for col, (key, label) in enumerate(
@@ -173,7 +175,7 @@ def tradeoff_figure(all_results: dict[str, dict[str, list[dict]]], path: str) ->
             for method, runs in all_results[mixture].items():
                 x = np.array([r[key] for r in runs])
                 y = np.array([r["high_quality_percent"] for r in runs])
-                color = f"C{list(METHODS).index(method) % 10}"  # one colour per method in every panel
+                color = colors[method]
                 ax.errorbar(
                     x.mean(),
                     y.mean(),
