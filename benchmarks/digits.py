@@ -154,10 +154,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     for weight in args.smart_weights or [None]:
         name = "GAN + SMaRt" if weight is None else f"GAN + SMaRt (λ {weight:g})"
         methods[name] = [] if weight is None else ["--smart_weight", f"{weight:g}"]
-    methods |= dict(args.custom_methods)
-    folders = [folder_name(name) for name in methods]
+    folders = [folder_name(name) for name in [*methods, *(name for name, _ in args.custom_methods)]]
     if len(set(folders)) < len(folders):
         parser.error(f"Two methods share a folder name ({folders}): give each --method a name of its own.")
+    methods |= dict(args.custom_methods)
     runs = [(name, seed) for name in methods for seed in args.seeds]
 
     def train(run: tuple[str, int]) -> dict:

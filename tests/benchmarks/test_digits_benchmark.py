@@ -107,9 +107,10 @@ def test_bad_arguments(argv, capsys):
         ),
     ],
 )
-def test_method_rows_need_flags_and_a_folder_of_their_own(argv, message, capsys):
+def test_method_rows_need_flags_and_a_folder_of_their_own(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(digits_benchmark, "train_in_subprocess", pytest.fail)  # refused before any training
     with pytest.raises(SystemExit):
-        digits_benchmark.main(argv)
+        digits_benchmark.main([*argv, "--output_dir", str(tmp_path)])
     assert message in capsys.readouterr().err
 
 
