@@ -54,6 +54,20 @@ def test_bands_are_radial_rings_with_the_lowest_frequencies_first():
         BalancedSpectralMask(resolution=8, num_bands=40)
 
 
+def test_removing_bands_keeps_the_images_dtype_and_names_a_wrong_resolution():
+    spectral = BalancedSpectralMask(resolution=8)
+    images, removed = torch.randn(2, 1, 8, 8), torch.tensor([[True, False, False, False]] * 2)
+    low = spectral.remove_bands(images.bfloat16(), removed)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(
+        low.float(), spectral.remove_bands(images.bfloat16().float(), removed), atol=0.02, rtol=0.02
+    )
+    with pytest.raises(
+        ValueError, match=r"^BalancedSpectralMask was built for \(8, 8\) images, got \(4, 4\)\.$"
+    ):
+        spectral.remove_bands(torch.zeros(2, 1, 4, 4), removed)
+
+
 def test_spectral_mask_is_differentiable():
     spectral = BalancedSpectralMask(resolution=8)
     x = torch.randn(4, 1, 8, 8, requires_grad=True)

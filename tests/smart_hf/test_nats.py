@@ -50,6 +50,12 @@ def test_refinement_moves_samples_toward_the_critics_optimum():
     assert ((refined - CENTER).norm(dim=1) < (x - CENTER).norm(dim=1)).all()
 
 
+def test_a_zero_weight_skips_only_its_own_step():
+    x = torch.zeros(4, 2)
+    refined = refine_samples(QuadraticCritic(), x, 0.1, [0.0, 1.0])
+    torch.testing.assert_close(refined, CENTER + (1 - 2 * 0.1) * (x - CENTER))
+
+
 def test_refinement_is_clipped_and_gives_d_no_parameter_gradient():
     critic = QuadraticCritic(torch.tensor([5.0, 5.0]))
     refined = refine_samples(critic, torch.zeros(4, 2), 1.0, [1.0], clip=(-1.0, 1.0))

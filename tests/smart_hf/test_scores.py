@@ -220,12 +220,13 @@ def test_requested_dtype_and_gradients_reach_the_input(tmp_path):
     assert x.grad.abs().sum() > 0 and all(p.grad is None for p in score.model.parameters())
 
 
-def test_learned_variance_output_contributes_its_noise_half(tmp_path):
-    unet = tiny_unet(out_channels=2)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_learned_variance_output_contributes_its_noise_half(tmp_path, channels):
+    unet = tiny_unet(in_channels=channels, out_channels=2 * channels)
     unet.save_pretrained(tmp_path)
-    x, t = torch.randn(2, 1, 8, 8), torch.tensor([1, 2])
+    x, t = torch.randn(2, channels, 8, 8), torch.tensor([1, 2])
     with torch.no_grad():
-        torch.testing.assert_close(load_score_model(str(tmp_path))(x, t), unet(x, t).sample[:, :1])
+        torch.testing.assert_close(load_score_model(str(tmp_path))(x, t), unet(x, t).sample[:, :channels])
 
 
 def test_unsupported_unets_are_refused(tmp_path):
