@@ -93,6 +93,15 @@ def test_model_score_converts_prediction_types_to_noise(prediction_type):
     torch.testing.assert_close(score(x_t, timesteps), eps, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_model_score_keeps_a_bfloat16_input_in_bfloat16(prediction_type):
+    x_t = torch.randn(4, 2).bfloat16()
+    score = ModelScore(
+        ConstantOutputModel(torch.zeros(4, 2)), DDPMScheduler(prediction_type=prediction_type), (2,)
+    )
+    assert score(x_t, torch.tensor([10, 100, 500, 900])).dtype == torch.bfloat16
+
+
 def test_model_score_is_frozen_and_stays_in_eval_mode():
     model = MLPNoisePredictor(hidden_dim=16, num_layers=1)
     score = ModelScore(model, DDPMScheduler(), sample_shape=(2,))

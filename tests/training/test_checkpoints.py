@@ -1,6 +1,7 @@
 """The checkpoint scheme both loops share: complete checkpoints only, numeric order, pruning after writing."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from smart_hf.training.checkpoints import (
     save_checkpoint,
     sorted_checkpoints,
 )
+from smart_hf.training.run_folder import run_id, run_identity
 
 
 def test_only_complete_numbered_checkpoints_count_in_numeric_order(tmp_path):
@@ -164,3 +166,10 @@ def test_resume_warns_when_the_runs_optimizer_settings_replace_the_checkpoints(c
         "generator learning rate 0.0002 and betas (0.5, 0.9) of this run; the checkpoint had 0.001"
         in caplog.text
     )
+
+
+def test_a_runs_identity_is_its_options_as_run_json_records_them_and_its_id_ignores_key_order():
+    identity = run_identity({"score": Path("/scores/a"), "seed": 1, "logging_steps": 10}, ["logging_steps"])
+    assert identity == {"score": "/scores/a", "seed": 1}  # paths as strings, changeable options dropped
+    assert run_id(identity) == run_id({"seed": 1, "score": "/scores/a"})  # key order does not matter
+    assert run_id(identity) != run_id({"score": "/scores/a", "seed": 2}) and len(run_id(identity)) == 12
