@@ -16,7 +16,7 @@ from smart_hf.training.checkpoints import (
     save_checkpoint,
     sorted_checkpoints,
 )
-from smart_hf.training.run_folder import run_id, run_identity
+from smart_hf.training.run_folder import claim_output_dir, run_id, run_identity
 
 
 def test_only_complete_numbered_checkpoints_count_in_numeric_order(tmp_path):
@@ -173,3 +173,24 @@ def test_a_runs_identity_is_its_options_as_run_json_records_them_and_its_id_igno
     assert identity == {"score": "/scores/a", "seed": 1}  # paths as strings, changeable options dropped
     assert run_id(identity) == run_id({"seed": 1, "score": "/scores/a"})  # key order does not matter
     assert run_id(identity) != run_id({"score": "/scores/a", "seed": 2}) and len(run_id(identity)) == 12
+
+
+def test_a_used_folder_is_refused_with_the_runs_id_its_first_five_outputs_and_the_remedies(tmp_path):
+    accelerator = Accelerator(cpu=True)
+    claim_output_dir(accelerator, str(tmp_path), {"seed": 1}, resume=False, overwrite=False)  # empty: claimed
+    for step in range(1, 7):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    remedies = (
+        "Pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to delete them and "
+        "start anew, or choose another --output_dir."
+    )
+    first_five = ", ".join(f"checkpoint-{step}" for step in range(1, 6))
+    with pytest.raises(ValueError) as refused:
+        claim_output_dir(accelerator, str(tmp_path), {"seed": 1}, resume=False, overwrite=False)
+    expected = f"{tmp_path} holds the outputs of run {run_id({'seed': 1})} ({first_five}, …). {remedies}"
+    assert str(refused.value) == expected
+    (tmp_path / "run.json").unlink()
+    (tmp_path / "checkpoint-6").rmdir()
+    with pytest.raises(ValueError) as refused:
+        claim_output_dir(accelerator, str(tmp_path), {"seed": 1}, resume=False, overwrite=False)
+    assert str(refused.value) == f"{tmp_path} holds the outputs of a run ({first_five}). {remedies}"
