@@ -194,3 +194,25 @@ def test_a_used_folder_is_refused_with_the_runs_id_its_first_five_outputs_and_th
     with pytest.raises(ValueError) as refused:
         claim_output_dir(accelerator, str(tmp_path), {"seed": 1}, resume=False, overwrite=False)
     assert str(refused.value) == f"{tmp_path} holds the outputs of a run ({first_five}). {remedies}"
+
+
+def test_resuming_with_other_options_is_refused_naming_the_first_six_changes_and_run_json_records_the_run(
+    tmp_path,
+):
+    accelerator = Accelerator(cpu=True)
+    old = {"a": 1, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1, "g": 1, "kept": 0, "only_old": 1}
+    claim_output_dir(accelerator, str(tmp_path), old, resume=False, overwrite=False)
+    assert json.loads((tmp_path / "run.json").read_text()) == {"run_id": run_id(old), "options": old}
+    (tmp_path / "checkpoint-1").mkdir()
+    new = {"a": 2, "b": 2, "c": 2, "d": 2, "e": 2, "f": 2, "g": 2, "kept": 0}
+    with pytest.raises(ValueError) as refused:
+        claim_output_dir(accelerator, str(tmp_path), new, resume=True, overwrite=False)
+    changes = ", ".join(f"--{key} 1 → 2" for key in "abcdef")  # sorted; the 7th (g) and only_old left out
+    assert str(refused.value) == (
+        f"{tmp_path} holds run {run_id(old)}, trained with other options ({changes}); only learning rates, "
+        "betas, the number of steps and logging may change on a resume. Resume with the run's options, or "
+        "start anew with --overwrite_output_dir or another --output_dir."
+    )
+    only_removed = {key: value for key, value in old.items() if key != "only_old"}
+    with pytest.raises(ValueError, match=r"other options \(--only_old 1 → None\)"):
+        claim_output_dir(accelerator, str(tmp_path), only_removed, resume=True, overwrite=False)
