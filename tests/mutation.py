@@ -168,11 +168,12 @@ def stage(modules: list[str] | None = None) -> None:
     (STAGE / "mutants" / "pipelines").symlink_to(Path("src", "smart_hf", "pipelines"))
 
 
-def run(max_children: int, modules: list[str] | None) -> float:
+def run(max_children: int, modules: list[str] | None, names: list[str] | None = None) -> float:
+    """mutmut on the mutants of `modules`, or only on the mutants `names`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
     start = time.monotonic()
-    subprocess.run([*command, *patterns(modules)], cwd=STAGE, env=env, check=True)
+    subprocess.run([*command, *(names or patterns(modules))], cwd=STAGE, env=env, check=True)
     return time.monotonic() - start
 
 
@@ -261,16 +262,31 @@ def main() -> None:
     parser.add_argument("--survivors", action="store_true", help="also list the surviving mutants")
     parser.add_argument("--modules", nargs="+", help="only these modules of the scope, e.g. smart losses gan")
     parser.add_argument("--stage", type=Path, help=f"with --report: a snapshot other than {STAGE}")
+    parser.add_argument(
+        "--survivors_again",
+        action="store_true",
+        help="run only the last run's survivors again (after new tests); the table keeps its other results",
+    )
     args = parser.parse_args()
     if args.stage:
         STAGE = args.stage
+    previous, again = {}, []
+    if args.survivors_again:  # mutant numbers stay as long as the mutated source files do not change
+        previous = results(args.modules)
+        equivalent = confirmed_equivalent(previous)
+        left = ("survived", "no tests")
+        again = sorted(name for name, s in previous.items() if s in left and name not in equivalent)
+        if not again:
+            parser.error("The last run left no survivors to run again.")
     if not args.report:
         stage(args.modules)
-        seconds = run(args.max_children, args.modules)
+        seconds = run(args.max_children, args.modules, again)
         print(
             f"\nmutmut ran {seconds / 60:.1f} min ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} now)"
         )
     statuses = results(args.modules)
+    if again:  # the mutants run again, over the last run's results
+        statuses = previous | {name: statuses[name] for name in again if name in statuses}
     print(table(statuses))
     score_note = (
         "score = (killed + timeout) / (mutants - equivalent - not checked); 'no tests' (no selected test "

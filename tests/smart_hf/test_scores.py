@@ -102,6 +102,13 @@ def test_model_score_keeps_a_bfloat16_input_in_bfloat16(prediction_type):
     assert score(x_t, torch.tensor([10, 100, 500, 900])).dtype == torch.bfloat16
 
 
+def test_add_noise_keeps_a_bfloat16_sample_in_bfloat16():
+    score = ModelScore(ConstantOutputModel(torch.zeros(4, 2)), DDPMScheduler(), (2,))
+    x0 = torch.randn(4, 2).bfloat16()
+    noisy = score.add_noise(x0, torch.randn_like(x0), torch.tensor([10, 100, 500, 900]))
+    assert noisy.dtype == torch.bfloat16
+
+
 def test_model_score_is_frozen_and_stays_in_eval_mode():
     model = MLPNoisePredictor(hidden_dim=16, num_layers=1)
     score = ModelScore(model, DDPMScheduler(), sample_shape=(2,))
