@@ -40,8 +40,9 @@ def test_adaptation_reads_only_its_interval_holds_p_at_the_target_and_clips_p_at
     feed(augment, 1.0, times=1)
     logs = feed(augment, -1.0)  # the next interval's r_d counts its own minibatches only
     assert logs["diffusion_r_d"] == -1.0 and augment.p == pytest.approx(0.0)
+    augment.p = 0.5
     augment.adjust(0.5, 1000.0)  # r_d exactly at the target: p stays
-    assert augment.p == 0.0
+    assert augment.p == 0.5
     augment.adjust(1.0, 10_000.0)
     assert (augment.p, augment.num_steps) == (1.0, 105)
 
