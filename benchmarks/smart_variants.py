@@ -22,6 +22,7 @@ plain GAN and SMaRt runs of `python -m benchmarks.toy2d` (same preset, same seed
 from --baseline_dir when there.
 """
 
+import argparse
 import os
 
 import matplotlib
@@ -207,7 +208,7 @@ def tradeoff_figure(all_results: dict[str, dict[str, list[dict]]], path: str) ->
     plt.close(fig)
 
 
-def samples_figure(args, mixture: str) -> None:
+def samples_figure(args: argparse.Namespace, mixture: str) -> None:
     """True data, then the first seed's samples of each of --sample_methods that has the run."""
     dataset = load_toy_dataset(mixture)
     panels = {"true data": true_samples(dataset).numpy()}
