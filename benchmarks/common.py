@@ -28,7 +28,7 @@ from smart_hf.evaluation import DigitsFeatureExtractor, FeatureStatistics, frech
 from smart_hf.evaluation.images import dataset_images, generated_images  # noqa: E402
 from smart_hf.image_grid import image_grid  # noqa: E402
 from smart_hf.pipelines import SmartOneStepPipeline  # noqa: E402
-from smart_hf.toy2d import ToyDataset  # noqa: E402
+from smart_hf.toy2d import TOY_DATASETS, ToyDataset  # noqa: E402
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -62,6 +62,15 @@ def folder_name(name: str) -> str:
     """A method's name as a folder: runs of characters other than letters, digits, '.', '-' and '_' made one
     '_' ("GAN + SMaRt (λ 0.1)" -> "GAN_SMaRt_0.1")."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+def toy_mixtures(parser: argparse.ArgumentParser, names: list[str]) -> list[str]:
+    """--mixtures as given (names of `TOY_DATASETS`, or "all"); an unknown name stops the parser."""
+    mixtures = list(TOY_DATASETS) if names == ["all"] else names
+    unknown = [name for name in mixtures if name not in TOY_DATASETS]
+    if unknown:
+        parser.error(f"Unknown mixtures {unknown}: choose from {list(TOY_DATASETS)} or 'all'.")
+    return mixtures
 
 
 def parse_method(spec: str) -> tuple[str, list[str]]:

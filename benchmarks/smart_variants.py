@@ -40,6 +40,7 @@ from benchmarks.common import (  # noqa: E402
     point_drawer,
     run_jobs,
     save_panels,
+    toy_mixtures,
     train_in_subprocess,
     true_samples,
 )
@@ -246,11 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time; > 1 gives each run one thread.")
     parser.add_argument("--no_train", action="store_true", help="Only score the runs already there.")
     args = parser.parse_args(argv)
-    if args.mixtures == ["all"]:
-        args.mixtures = list(TOY_DATASETS)
-    unknown = [name for name in args.mixtures if name not in TOY_DATASETS]
-    if unknown:
-        parser.error(f"Unknown mixtures {unknown}: choose from {list(TOY_DATASETS)} or 'all'.")
+    args.mixtures = toy_mixtures(parser, args.mixtures)
 
     if not args.no_train:
         items = [

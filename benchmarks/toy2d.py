@@ -48,6 +48,7 @@ from benchmarks.common import (
     read_metrics,
     run_jobs,
     save_panels,
+    toy_mixtures,
     train_in_subprocess,
     true_samples,
 )
@@ -142,13 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Tables from the cached runs only: a run not found is left out (and named), not trained.",
     )
     args = parser.parse_args(argv)
-    if args.mixtures is None:
-        args.mixtures = [args.dataset_name]
-    elif args.mixtures == ["all"]:
-        args.mixtures = list(TOY_DATASETS)
-    unknown = [name for name in args.mixtures if name not in TOY_DATASETS]
-    if unknown:
-        parser.error(f"Unknown mixtures {unknown}: choose from {list(TOY_DATASETS)} or 'all'.")
+    args.mixtures = toy_mixtures(parser, args.mixtures or [args.dataset_name])
     if any(flag.split("=")[0] == "--score" for flag in shlex.split(args.extra_args)):
         parser.error(
             "--extra_args must not set --score: the methods differ by their score (analytic, learned). "
