@@ -80,7 +80,12 @@ TESTS = {
     ],
     "smart_hf.training.gan": ["tests/training/test_ema.py"],
     "smart_hf.training.checkpoints": ["tests/training/test_checkpoints.py", "tests/training/test_ema.py"],
-    "smart_hf.hub": ["tests/smart_hf/test_hub.py", "tests/smart_hf/test_nats.py"],
+    "smart_hf.hub": [
+        "tests/smart_hf/test_hub.py",
+        "tests/smart_hf/test_model_card.py",
+        "tests/smart_hf/test_push.py",
+        "tests/smart_hf/test_nats.py",
+    ],
     "smart_hf.pipelines.smart_one_step.pipeline": [
         "tests/pipelines/test_pipeline.py",
         "tests/smart_hf/test_nats.py",

@@ -9,6 +9,7 @@ import torch
 from huggingface_hub import ModelCard
 from PIL import Image
 
+import smart_hf
 from smart_hf import hub
 from smart_hf.models import DCGANGenerator, ResNetGenerator, ToyGenerator
 from smart_hf.pipelines import SmartOneStepPipeline
@@ -48,10 +49,13 @@ def generator_model():
     return ResNetGenerator(num_classes=3, **TINY).eval()
 
 
-@pytest.fixture(scope="module")
-def export(generator_model, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("export") / "smart-gan"
-    return hub.export_pipeline(generator_model, folder, repo_id="user/smart-gan", num_samples=6, **CARD_INFO)
+@pytest.fixture
+def export(generator_model, tmp_path):
+    """A fresh export per test (0.03 s): mutation testing runs only the tests that call `export_pipeline`
+    themselves, which a module-scoped export would hide."""
+    return hub.export_pipeline(
+        generator_model, tmp_path / "smart-gan", repo_id="user/smart-gan", num_samples=6, **CARD_INFO
+    )
 
 
 def test_export_layout(export, generator_model):
@@ -65,19 +69,27 @@ def test_export_layout(export, generator_model):
     assert (export / "gan" / "resnet_gan.py").read_text() == (
         REPO / "src/smart_hf/models/resnet_gan.py"
     ).read_text()
-    metadata = json.loads((export / "smart_hf.json").read_text())
-    assert metadata["score_model"] == "google/ddpm-cifar10-32"
-    assert metadata["dataset"] == "uoft-cs/cifar10"
-    assert metadata["metrics"] == CARD_INFO["metrics"]
-    assert metadata["training"] == CARD_INFO["training_config"]
-    assert metadata["generator"] == {
-        "class": "ResNetGenerator",
-        "latent_dim": 8,
-        "out_channels": 3,
-        "resolution": 8,
-        "num_classes": 3,
+    assert json.loads((export / "smart_hf.json").read_text()) == {
+        "smart_hf_version": smart_hf.__version__,
+        "pipeline": "SmartOneStepPipeline",
+        "generator": {
+            "class": "ResNetGenerator",
+            "latent_dim": 8,
+            "out_channels": 3,
+            "resolution": 8,
+            "num_classes": 3,
+        },
+        "score_model": "google/ddpm-cifar10-32",
+        "score_model_source": "hub",
+        "dataset": "uoft-cs/cifar10",
+        "dataset_source": "hub",
+        "license": "apache-2.0",
+        "metrics": CARD_INFO["metrics"],
+        "evaluation": {},
+        "training": CARD_INFO["training_config"],
+        "files": sorted(EXPORT_FILES),
     }
-    hub.validate_export(export)
+    assert hub.validate_export(export) == model_index
 
 
 def test_load_with_the_library_class(export, generator_model):
@@ -164,8 +176,12 @@ def test_refuses_another_pipeline_class(export, tmp_path):
         ValueError, match="not a SmartOneStepPipeline export: its model_index.json names 'DDPMPipeline'"
     ):
         SmartOneStepPipeline.from_pretrained(folder)
-    with pytest.raises(ValueError, match="not a smart_hf export"):
+    with pytest.raises(ValueError) as refused:
         hub.validate_export(folder)
+    assert str(refused.value) == (
+        f"{folder} is not a smart_hf export: model_index.json names 'DDPMPipeline', "
+        "expected ['pipeline', 'SmartOneStepPipeline']."
+    )
 
 
 def test_refuses_unknown_config_keys(export, tmp_path):
@@ -195,11 +211,13 @@ def test_passed_components_are_used(export):
     assert SmartOneStepPipeline.from_pretrained(export, gan=gan).gan is gan
 
 
-def test_incomplete_export_is_refused(export, tmp_path):
+@pytest.mark.parametrize("removed", ["pipeline.py", "gan/resnet_gan.py", "gan/config.json"])
+def test_incomplete_export_is_refused(export, tmp_path, removed):
     folder = copy_export(export, tmp_path)
-    (folder / "gan" / "resnet_gan.py").unlink()
-    with pytest.raises(ValueError, match=r"incomplete smart_hf export: missing \['gan/resnet_gan.py'\]"):
+    (folder / removed).unlink()
+    with pytest.raises(ValueError) as refused:
         hub.validate_export(folder)
+    assert str(refused.value) == f"{folder} is an incomplete smart_hf export: missing [{removed!r}]."
 
 
 def test_export_refuses_what_it_could_not_load(tmp_path):
@@ -221,6 +239,7 @@ def test_export_refuses_classes_outside_smart_hf(tmp_path):
 def test_export_overwrite(generator_model, tmp_path):
     folder = hub.export_pipeline(generator_model, tmp_path / "export", num_samples=0)
     assert "samples.png" not in files_in(folder)
+    assert "samples.png" not in (folder / "README.md").read_text()
     with pytest.raises(ValueError, match="not empty; pass overwrite=True"):
         hub.export_pipeline(generator_model, folder, num_samples=0)
     (folder / "stale.txt").write_text("from an earlier export")
@@ -246,6 +265,18 @@ def test_sample_grid_has_one_class_per_column(export):
         assert grid.size == (3 * 66 + 2, 2 * 66 + 2)
 
 
+@pytest.mark.parametrize("num_samples", [None, 1])
+def test_sample_grid_is_drawn_with_the_seed(generator_model, tmp_path, num_samples):
+    """By default 16 samples of seed 0; a single sample gets a grid too."""
+    given = {} if num_samples is None else {"num_samples": num_samples, "seed": 3}
+    folder = hub.export_pipeline(generator_model, tmp_path / "export", **given)
+    expected = hub.sample_grid(
+        SmartOneStepPipeline(gan=generator_model), num_samples or 16, 3 if given else 0
+    )
+    with Image.open(folder / "samples.png") as grid:
+        np.testing.assert_array_equal(np.asarray(grid), np.asarray(expected))
+
+
 def test_model_card(export):
     card = ModelCard.load(export / "README.md")
     data = card.data
@@ -263,6 +294,7 @@ def test_model_card(export):
     assert "| inception_score | 3.25 |" in text
     assert "| max_train_steps | 1000 |" in text and "| smart_weight |" not in text  # 0.1 is the default
     assert "| resolution | 8 |" in text
+    assert "refine_steps" not in text  # no discriminator exported
 
 
 @pytest.mark.parametrize("score_model", ["analytic", None, "some/local/path"])
@@ -311,8 +343,16 @@ def test_load_generator_reads_safetensors_only(tmp_path):
 
 
 def test_load_generator_errors(tmp_path):
-    with pytest.raises(ValueError, match="No generator in"):
+    with pytest.raises(ValueError) as refused:
         hub.load_generator(tmp_path)
+    assert str(refused.value) == (
+        f"No generator in {tmp_path}: expected config.json in "
+        "gan/, generator_ema/, generator/, the folder itself."
+    )
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
-    with pytest.raises(ValueError, match="'UNet2DModel', which is not a smart_hf model class"):
+    with pytest.raises(ValueError) as refused:
         hub.load_generator(tmp_path)
+    assert (
+        str(refused.value)
+        == f"{tmp_path}/config.json names 'UNet2DModel', which is not a smart_hf model class."
+    )

@@ -249,31 +249,37 @@ WITHOUT_SMART_HF = """
     """
 
 
-def test_export_with_a_discriminator_loads_both_ways(tmp_path):
+def refined_images(pipe: SmartOneStepPipeline) -> np.ndarray:
+    return pipe(
+        batch_size=4, generator=torch.Generator().manual_seed(0), refine_steps=2, output_type="np"
+    ).images
+
+
+def test_export_with_a_discriminator_ships_its_weights(tmp_path):
     pipe = make_pipeline(num_classes=None)
     folder = hub.export_pipeline(pipe.gan, tmp_path / "export", discriminator_model=pipe.discriminator)
     model_index = hub.validate_export(folder)
     assert model_index["discriminator"] == ["dcgan", "DCGANDiscriminator"]
-    assert (folder / "discriminator" / "dcgan.py").is_file()
-    assert "refine_steps" in (folder / "README.md").read_text()
+    listed = json.loads((folder / "smart_hf.json").read_text())["files"]
+    assert {"discriminator/dcgan.py", "discriminator/config.json"} <= set(listed)
+    assert "refine_steps=5" in (folder / "README.md").read_text()
 
     loaded = SmartOneStepPipeline.from_pretrained(folder)
     assert type(loaded.discriminator) is DCGANDiscriminator
-    reference = pipe(
-        batch_size=4, generator=torch.Generator().manual_seed(0), refine_steps=2, output_type="np"
-    )
-    np.testing.assert_array_equal(
-        loaded(
-            batch_size=4, generator=torch.Generator().manual_seed(0), refine_steps=2, output_type="np"
-        ).images,
-        reference.images,
-    )
+    for name, tensor in pipe.discriminator.state_dict().items():
+        assert torch.equal(loaded.discriminator.state_dict()[name], tensor), name
+    np.testing.assert_array_equal(refined_images(loaded), refined_images(pipe))
 
+
+def test_export_with_a_discriminator_loads_without_smart_hf(tmp_path):
+    pipe = make_pipeline(num_classes=None)
+    folder = hub.export_pipeline(pipe.gan, tmp_path / "export", discriminator_model=pipe.discriminator)
+    reference = refined_images(pipe)
     result = run_without_smart_hf(
         WITHOUT_SMART_HF, str(folder), str(tmp_path / "images.npy"), tmp_path=tmp_path
     )
     assert result.stdout.split() == ["diffusers_modules.local.dcgan"]
-    np.testing.assert_allclose(np.load(tmp_path / "images.npy"), reference.images, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "images.npy"), reference, atol=1e-6)
 
 
 def test_exports_without_a_discriminator_load_unchanged(tmp_path):

@@ -29,8 +29,9 @@ EXPORT_FILES = [
 PUSH = ["push", "--repo-id", "user/smart-gan"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def export(tmp_path_factory) -> Path:
+    """A fresh export per test, so that mutation testing runs each test that reads one."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("export") / "smart-gan"
     return hub.export_pipeline(DCGANGenerator(out_channels=1, **TINY), folder, num_samples=2)
