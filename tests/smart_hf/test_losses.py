@@ -63,6 +63,21 @@ def test_lazy_r1_runs_only_on_its_interval_and_is_scaled_by_it():
     assert "r1_penalty" not in unregularized.logs
 
 
+def test_r1_interval_defaults_to_stylegan2s_16():
+    loss, _, discriminator = make_loss(r1_gamma=0.3)
+    real, z = torch.randn(8, 2), torch.randn(8, 4)
+    squared_norm = discriminator[0].weight.pow(2).sum().item()
+    assert [("r1_penalty" in loss.discriminator_phase(real, z, step=s).logs) for s in (0, 8, 16, 17, 32)] == [
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+    active = loss.discriminator_phase(real, z, step=16)
+    assert active.total.item() == pytest.approx(active.logs["loss_D"] + 0.5 * 0.3 * 16 * squared_norm)
+
+
 def test_discriminator_phase_total_and_logs_are_the_adversarial_loss_of_its_logits():
     loss, generator, discriminator = make_loss(adversarial_loss="hinge")
     real, z = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [0.0, 3.0]]), torch.randn(3, 4)

@@ -163,6 +163,10 @@ def test_both_phases_refine_toward_the_class_optimum_at_the_generator_step():
     expected = 0.5 * (1 - factor) ** 2 * (fake - centers).pow(2).sum(1).mean()
     assert g_terms.logs["loss_nats"] == pytest.approx(expected.item(), rel=1e-5)
 
+    # Without a generator step (a run with one D step per G step), D's own step sets the weight.
+    loss.discriminator_phase(torch.randn(12, 2), latents, step=5, class_labels=labels)
+    torch.testing.assert_close(critic.inputs[-1], centers + factor * (fake - centers))
+
 
 def test_nats_pulls_the_generator_toward_the_critics_optimum_faster():
     """With a fixed critic, the regression adds the refinement step to the adversarial gradient."""

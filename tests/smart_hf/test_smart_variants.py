@@ -160,6 +160,24 @@ def test_generator_phase_moves_the_generator_but_gives_the_fake_score_no_gradien
     assert terms.logs["fake_score_weight"] == 1.0 and terms.logs["fake_score_gradient_norm"] > 0
 
 
+def test_generator_phase_adds_the_distribution_matching_term_to_the_adversarial_loss():
+    loss, generator, _, _ = toy_loss()
+    latents = torch.randn(16, 2)
+    torch.manual_seed(3)
+    terms = loss.generator_phase(latents, step=0)
+    torch.manual_seed(3)  # the same time steps and noise for the term alone
+    matching = loss.distribution_matching(generator(latents), 0)
+    assert matching.loss.item() > 0
+    assert terms.total.item() == pytest.approx(terms.logs["loss_G"] + matching.loss.item())
+
+
+def test_fake_score_phase_without_distribution_matching_is_refused():
+    loss = GANLoss(ToyGenerator(latent_dim=2, hidden_dim=8, num_layers=1), ToyDiscriminator(2, 8, 1))
+    with pytest.raises(ValueError) as refused:
+        loss.fake_score_phase(torch.randn(4, 2))
+    assert str(refused.value) == "fake_score_phase needs a GANLoss built with distribution_matching."
+
+
 TINY = (
     "--max_train_steps 20 --train_batch_size 32 --hidden_dim 16 --num_layers 1 --num_eval_samples 100 "
     "--logging_steps 5 --fake_score --fake_score_hidden_dim 16 --fake_score_num_layers 1 --smart_interval 1 "

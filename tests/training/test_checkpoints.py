@@ -38,7 +38,7 @@ def test_only_complete_numbered_checkpoints_count_in_numeric_order(tmp_path):
     assert sorted_checkpoints(str(tmp_path / "missing")) == []
 
 
-def test_save_replaces_a_partial_checkpoint_prunes_after_writing_and_loads_back(tmp_path):
+def test_save_replaces_a_partial_checkpoint_prunes_after_writing_and_loads_back(tmp_path, caplog):
     accelerator = Accelerator(cpu=True)
     model = accelerator.prepare(torch.nn.Linear(2, 2))
     save_checkpoint(accelerator, str(tmp_path), 1, {"global_step": 1}, total_limit=1)
@@ -46,15 +46,21 @@ def test_save_replaces_a_partial_checkpoint_prunes_after_writing_and_loads_back(
     (tmp_path / "checkpoint-2.partial" / "stale").write_text("")
     with torch.no_grad():
         model.weight.fill_(3.0)
-    path = save_checkpoint(accelerator, str(tmp_path), 2, {"global_step": 2}, total_limit=1)
+    with caplog.at_level("INFO", logger="smart_hf.training.checkpoints"):
+        path = save_checkpoint(accelerator, str(tmp_path), 2, {"global_step": 2}, total_limit=1)
+    assert "Removing old checkpoint checkpoint-1\n" in caplog.text
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
     assert not (tmp_path / "checkpoint-2" / "stale").exists()
     with torch.no_grad():
         model.weight.zero_()
-    assert load_checkpoint(accelerator, path) == {"global_step": 2}
+    with caplog.at_level("INFO", logger="smart_hf.training.checkpoints"):
+        assert load_checkpoint(accelerator, path) == {"global_step": 2}
+    assert f"Resuming from {path}\n" in caplog.text
     assert torch.equal(model.weight, torch.full((2, 2), 3.0))
-    assert json.loads((tmp_path / "checkpoint-2" / "training_state.json").read_text()) == {"global_step": 2}
+    # Indented for people who open it to see where a run stands.
+    state_text = (tmp_path / "checkpoint-2" / "training_state.json").read_text()
+    assert state_text == json.dumps({"global_step": 2}, indent=2)
 
 
 def test_find_checkpoint_takes_a_path_or_a_name_in_the_output_folder_and_refuses_others(tmp_path):
@@ -137,8 +143,10 @@ def test_loading_warns_only_when_the_random_states_cannot_be_read(tmp_path, capl
     (tmp_path / "checkpoint-3" / "random_states_0.pkl").write_bytes(b"not a pickle")
     with caplog.at_level("WARNING", logger="smart_hf.training.checkpoints"):
         assert load_checkpoint(accelerator, path) == {"global_step": 3}
-    assert f"The random states of process 0 in {path} cannot be read" in caplog.text
-    assert "the run resumes, but its random draws will differ from an uninterrupted run's." in caplog.text
+    assert f"The random states of process 0 in {path} cannot be read (" in caplog.text
+    assert caplog.messages[-1].endswith(
+        "): the run resumes, but its random draws will differ from an uninterrupted run's."
+    )
 
 
 def test_latest_is_the_highest_step_and_skipped_folders_are_named(tmp_path, caplog):
@@ -159,6 +167,14 @@ def test_resume_warns_when_the_runs_optimizer_settings_replace_the_checkpoints(c
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, betas=(0.5, 0.9))
     with caplog.at_level("WARNING", logger="smart_hf.training.checkpoints"):
         apply_optimizer_settings("generator", optimizer, None, 1e-3, (0.5, 0.9))
+    assert "Resuming with" not in caplog.text
+    # Mid-schedule the current lr is below the run's: the saved setting is the schedule's initial lr.
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / 10)
+    for _ in range(4):
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.6e-3)
+    with caplog.at_level("WARNING", logger="smart_hf.training.checkpoints"):
+        apply_optimizer_settings("generator", optimizer, schedule, 1e-3, (0.5, 0.9))
     assert "Resuming with" not in caplog.text
     with caplog.at_level("WARNING", logger="smart_hf.training.checkpoints"):
         apply_optimizer_settings("generator", optimizer, None, 2e-4, (0.5, 0.9))
