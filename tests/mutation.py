@@ -5,9 +5,12 @@
 
 The snapshot puts pipelines/ at src/smart_hf/pipelines/, where it is installed, so that mutmut (configured in
 pyproject.toml's [tool.mutmut]) names the pipeline's mutants after the module the tests import; it also keeps
-the run on one version of the files while the working tree changes. Each mutant runs only the tests that call
-the function it mutates. Mutants listed in tests/mutation_equivalent.txt (`name :: a piece of its mutated
-code`, checked against the snapshot) behave like the original code and count apart from the score.
+the run on one version of the files while the working tree changes, and marks the functions outside SCOPE
+`# pragma: no mutate block`, so that mutmut neither generates their mutants nor rewrites them (a file of
+thousands of mutated copies is slow to import and to parse: an export parses the pipeline's file). Each mutant
+runs only the tests that call the function it mutates. Mutants listed in tests/mutation_equivalent.txt
+(`name :: a piece of its mutated code`, checked against the snapshot) behave like the original code and count
+apart from the score.
 """
 
 import argparse
@@ -21,6 +24,8 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+import libcst
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "build" / "mutation"
@@ -153,6 +158,50 @@ def mutmut_settings(pyproject: str, modules: list[str] | None = None) -> str:
     return pyproject
 
 
+class OutOfScopeMarker(libcst.CSTTransformer):
+    """Adds `# pragma: no mutate block` to the header of each function and method that `functions` (SCOPE's
+    names: "function", "Classǁmethod", "*") leaves out; nested functions belong to their outer one."""
+
+    PRAGMA = "# pragma: no mutate block"
+
+    def __init__(self, functions: list[str]):
+        super().__init__()
+        self.functions = functions
+        self.classes: list[str] = []
+        self.depth = 0  # functions entered
+
+    def visit_ClassDef(self, node: libcst.ClassDef) -> None:
+        self.classes.append(node.name.value)
+
+    def leave_ClassDef(self, original: libcst.ClassDef, updated: libcst.ClassDef) -> libcst.ClassDef:
+        self.classes.pop()
+        return updated
+
+    def visit_FunctionDef(self, node: libcst.FunctionDef) -> None:
+        self.depth += 1
+
+    def leave_FunctionDef(
+        self, original: libcst.FunctionDef, updated: libcst.FunctionDef
+    ) -> libcst.FunctionDef:
+        self.depth -= 1
+        name = "ǁ".join([*self.classes, updated.name.value])
+        if self.depth or "*" in self.functions or name in self.functions:
+            return updated
+        if not isinstance(updated.body, libcst.IndentedBlock):
+            raise ValueError(f"{name}: a one-line function cannot carry the pragma; write it on two lines.")
+        header = updated.body.header
+        comment = f"{header.comment.value}  {self.PRAGMA}" if header.comment else self.PRAGMA
+        header = header.with_changes(
+            whitespace=libcst.SimpleWhitespace("  "), comment=libcst.Comment(comment)
+        )
+        return updated.with_changes(body=updated.body.with_changes(header=header))
+
+
+def mark_out_of_scope(source: str, functions: list[str]) -> str:
+    """`source` with the functions outside `functions` marked for mutmut to leave alone."""
+    return libcst.parse_module(source).visit(OutOfScopeMarker(functions)).code
+
+
 def stage(modules: list[str] | None = None) -> None:
     """A fresh snapshot of what the tests need, with the pipelines inside the package, and mutmut's settings
     narrowed to `modules`."""
@@ -168,6 +217,9 @@ def stage(modules: list[str] | None = None) -> None:
     source = pipeline.read_text()
     allowed = re.search(r"^REMOTE_CODE_IMPORTS = .*$", source, flags=re.MULTILINE)
     pipeline.write_text(source.replace(allowed[0], allowed[0] + '\nREMOTE_CODE_IMPORTS += ("mutmut",)', 1))
+    for module, functions in selected(modules).items():
+        path = STAGE / "src" / Path(*module.split(".")).with_suffix(".py")
+        path.write_text(mark_out_of_scope(path.read_text(), functions))
     # Tests compare an export's pipeline.py with pipelines/: in mutants/ both are the (mutated) installed one.
     (STAGE / "mutants").mkdir()
     (STAGE / "mutants" / "pipelines").symlink_to(Path("src", "smart_hf", "pipelines"))
@@ -224,11 +276,15 @@ def confirmed_equivalent(statuses: dict[str, str]) -> set[str]:
 
 def results(modules: list[str] | None = None) -> dict[str, str]:
     """Status of each mutant in scope, from mutmut's `.meta` files."""
-    statuses = {}
+    statuses, outside = {}, 0
     for meta in (STAGE / "mutants" / "src").rglob("*.py.meta"):
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             if in_scope(name, modules):
                 statuses[name] = "not checked" if code is None else STATUS.get(code, "suspicious")
+            else:
+                outside += 1
+    if outside:
+        print(f"warning: {outside} mutants outside SCOPE: was the pragma ignored?", file=sys.stderr)
     return statuses
 
 

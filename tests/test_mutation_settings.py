@@ -1,9 +1,12 @@
 """`make mutation`'s configuration (tests/mutation.py): every module of the scope is mutated and tested, and a
 run of some modules mutates and runs only theirs."""
 
+import ast
 import json
 import re
 from pathlib import Path
+
+import pytest
 
 from tests import mutation
 
@@ -43,3 +46,42 @@ def test_a_partial_run_mutates_and_tests_only_its_modules():
     assert mutation.patterns(["losses:r1_penalty"]) == ["smart_hf.losses.x_r1_penalty__mutmut_*"]
     assert mutation.in_scope("smart_hf.nice.xǁNICERegularizerǁupdate__mutmut_3", ["nice"])
     assert not mutation.in_scope("smart_hf.nice.xǁNICERegularizerǁcheck_settings__mutmut_1", ["nice"])
+
+
+def test_functions_outside_the_scope_are_marked_for_mutmut_to_leave_alone():
+    source = (
+        "def kept(y):\n    def inner():\n        return 1\n    return y + inner()\n\n\n"
+        "class Model:\n    def forward(self):  # noqa: D102\n        return 2\n\n"
+        "    def check(\n        self,\n    ) -> int:\n        return 3\n\n\n"
+        "def helper():\n    return 4\n"
+    )
+    marked = mutation.mark_out_of_scope(source, ["kept", "Modelǁcheck"])
+    assert marked == source.replace(
+        "def forward(self):  # noqa: D102", "def forward(self):  # noqa: D102  # pragma: no mutate block"
+    ).replace("def helper():", "def helper():  # pragma: no mutate block")
+    assert mutation.mark_out_of_scope(source, ["*"]) == source
+    with pytest.raises(ValueError, match="one_line: a one-line function cannot carry the pragma"):
+        mutation.mark_out_of_scope("def one_line(): return 1\n", ["other"])
+
+
+@pytest.mark.parametrize("module", sorted(mutation.SCOPE))
+def test_every_function_of_the_scope_exists_and_only_the_others_are_marked(module):
+    """A misspelt SCOPE entry would leave its function unmutated without a word."""
+    path = Path("src", *module.split(".")).with_suffix(".py")
+    if "pipelines" in module:
+        path = Path("pipelines", *path.parts[3:])
+    source, scope = (REPO / path).read_text(), mutation.SCOPE[module]
+    functions = {}  # SCOPE's name -> the lines of the function's header
+    for node in ast.parse(source).body:
+        for inner in node.body if isinstance(node, ast.ClassDef) else [node]:
+            if isinstance(inner, ast.FunctionDef):
+                name = f"{node.name}ǁ{inner.name}" if inner is not node else inner.name
+                functions[name] = range(inner.lineno, inner.body[0].lineno)
+    assert "*" in scope or set(scope) <= functions.keys()
+    marked = mutation.mark_out_of_scope(source, scope).splitlines()
+    original = source.splitlines()
+    assert len(marked) == len(original)
+    changed = {number for number, (a, b) in enumerate(zip(original, marked, strict=True), start=1) if a != b}
+    assert all(marked[number - 1].endswith("  # pragma: no mutate block") for number in changed)
+    outside = {name for name in functions if "*" not in scope and name not in scope}
+    assert {name for name, header in functions.items() if changed & set(header)} == outside
