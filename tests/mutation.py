@@ -265,6 +265,10 @@ def confirmed_equivalent(statuses: dict[str, str]) -> set[str]:
     changes: a listed name that now names another mutant is reported and scored as a survivor)."""
     confirmed = set()
     for name, code in equivalent_mutants().items():
+        if statuses.get(name) in ("killed", "timeout"):
+            print(
+                f"warning: {name} is listed as equivalent, but a test caught it: remove it", file=sys.stderr
+            )
         if statuses.get(name) != "survived":
             continue
         if code and " ".join(code.split()) in " ".join(mutant_source(name).split()):  # spaces as in the file

@@ -85,3 +85,27 @@ def test_every_function_of_the_scope_exists_and_only_the_others_are_marked(modul
     assert all(marked[number - 1].endswith("  # pragma: no mutate block") for number in changed)
     outside = {name for name in functions if "*" not in scope and name not in scope}
     assert {name for name, header in functions.items() if changed & set(header)} == outside
+
+
+def test_listed_equivalents_count_apart_only_while_they_survive_as_the_listed_code(
+    tmp_path, monkeypatch, capsys
+):
+    mutated = tmp_path / "mutants" / "src" / "smart_hf" / "nats.py"
+    mutated.parent.mkdir(parents=True)
+    mutated.write_text(
+        "def x_f__mutmut_1(x):\n    return x.to(None)\n\ndef x_f__mutmut_2(x):\n    return x + 2\n\n"
+        "def x_f__mutmut_3(x):\n    return x - 1\n"
+    )
+    listed = tmp_path / "equivalent.txt"
+    listed.write_text(
+        "# why\nsmart_hf.nats.x_f__mutmut_1 :: x.to(None)\nsmart_hf.nats.x_f__mutmut_2 :: x.to(None)\n"
+        "smart_hf.nats.x_f__mutmut_3 :: x - 1\n"
+    )
+    monkeypatch.setattr(mutation, "STAGE", tmp_path)
+    monkeypatch.setattr(mutation, "EQUIVALENT_FILE", listed)
+    statuses = {f"smart_hf.nats.x_f__mutmut_{n}": status for n, status in ((1, "survived"), (2, "survived"))}
+    statuses["smart_hf.nats.x_f__mutmut_3"] = "killed"
+    assert mutation.confirmed_equivalent(statuses) == {"smart_hf.nats.x_f__mutmut_1"}
+    warnings = capsys.readouterr().err
+    assert "smart_hf.nats.x_f__mutmut_2 is no longer `x.to(None)`" in warnings
+    assert "smart_hf.nats.x_f__mutmut_3 is listed as equivalent, but a test caught it" in warnings
