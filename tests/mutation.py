@@ -187,14 +187,15 @@ class OutOfScopeMarker(libcst.CSTTransformer):
         name = "ǁ".join([*self.classes, updated.name.value])
         if self.depth or "*" in self.functions or name in self.functions:
             return updated
-        if not isinstance(updated.body, libcst.IndentedBlock):
-            raise ValueError(f"{name}: a one-line function cannot carry the pragma; write it on two lines.")
-        header = updated.body.header
-        comment = f"{header.comment.value}  {self.PRAGMA}" if header.comment else self.PRAGMA
-        header = header.with_changes(
+        # The comment after the header's colon: a block's header, or the end of a one-line function.
+        body = updated.body
+        field = "header" if isinstance(body, libcst.IndentedBlock) else "trailing_whitespace"
+        line_end = getattr(body, field)
+        comment = f"{line_end.comment.value}  {self.PRAGMA}" if line_end.comment else self.PRAGMA
+        line_end = line_end.with_changes(
             whitespace=libcst.SimpleWhitespace("  "), comment=libcst.Comment(comment)
         )
-        return updated.with_changes(body=updated.body.with_changes(header=header))
+        return updated.with_changes(body=body.with_changes(**{field: line_end}))
 
 
 def mark_out_of_scope(source: str, functions: list[str]) -> str:
