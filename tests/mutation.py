@@ -143,10 +143,15 @@ def selected(modules: list[str] | None) -> dict[str, list[str]]:
     }
 
 
+def module_file(module: str) -> Path:
+    """A module's file, relative to the snapshot (where pipelines/ sits inside the package)."""
+    return Path("src", *module.split(".")).with_suffix(".py")
+
+
 def mutmut_settings(pyproject: str, modules: list[str] | None = None) -> str:
     """pyproject.toml with [tool.mutmut]'s files and test selection narrowed to `modules` and their test files
     (generating mutants for the other files takes minutes)."""
-    files = [str(Path("src", *module.split(".")).with_suffix(".py")) for module in selected(modules)]
+    files = [str(module_file(module)) for module in selected(modules)]
     tests = sorted({test for module in selected(modules) for test in TESTS[module]})
     for key, value in (("only_mutate", files), ("pytest_add_cli_args_test_selection", tests)):
         pattern = rf"^{key} = \[.*?\]$"
@@ -219,7 +224,7 @@ def stage(modules: list[str] | None = None) -> None:
     allowed = re.search(r"^REMOTE_CODE_IMPORTS = .*$", source, flags=re.MULTILINE)
     pipeline.write_text(source.replace(allowed[0], allowed[0] + '\nREMOTE_CODE_IMPORTS += ("mutmut",)', 1))
     for module, functions in selected(modules).items():
-        path = STAGE / "src" / Path(*module.split(".")).with_suffix(".py")
+        path = STAGE / module_file(module)
         path.write_text(mark_out_of_scope(path.read_text(), functions))
     # Tests compare an export's pipeline.py with pipelines/: in mutants/ both are the (mutated) installed one.
     (STAGE / "mutants").mkdir()
@@ -250,7 +255,7 @@ def equivalent_mutants() -> dict[str, str]:
 def mutant_source(name: str) -> str:
     """The code of mutant `name` in the snapshot's mutated file (empty if it is not there)."""
     module, _, function = name.partition(".x")
-    path = STAGE / "mutants" / "src" / Path(*module.split(".")).with_suffix(".py")
+    path = STAGE / "mutants" / module_file(module)
     if not path.is_file():
         path = path.with_suffix("") / "__init__.py"
     source = path.read_text() if path.is_file() else ""

@@ -19,18 +19,21 @@ def setting(text: str, key: str) -> list[str]:
     return json.loads(re.search(rf"^{key} = (\[.*\])$", text, flags=re.MULTILINE)[1])
 
 
+def repository_file(module: str) -> Path:
+    """A module's file in the repository (the pipelines sit outside src/)."""
+    path = mutation.module_file(module)
+    if "pipelines" in module:
+        return REPO / "pipelines" / path.relative_to("src/smart_hf/pipelines")
+    return REPO / path
+
+
 def test_every_module_in_scope_is_mutated_and_runs_test_files_that_exist():
     assert mutation.SCOPE.keys() == mutation.TESTS.keys()
     full = mutation.mutmut_settings(PYPROJECT)
     for module in mutation.SCOPE:
-        path = Path("src", *module.split(".")).with_suffix(".py")
-        assert str(path) in setting(full, "only_mutate") and str(path) in PYPROJECT
-        source = (
-            REPO / "pipelines" / path.relative_to("src/smart_hf/pipelines")
-            if "pipelines" in module
-            else REPO / path
-        )
-        assert source.is_file(), source
+        path = str(mutation.module_file(module))
+        assert path in setting(full, "only_mutate") and path in PYPROJECT
+        assert repository_file(module).is_file(), module
         assert all((REPO / test).is_file() for test in mutation.TESTS[module])
     all_tests = {test for tests in mutation.TESTS.values() for test in tests}
     assert setting(full, "pytest_add_cli_args_test_selection") == sorted(all_tests)
@@ -69,10 +72,7 @@ def test_functions_outside_the_scope_are_marked_for_mutmut_to_leave_alone():
 @pytest.mark.parametrize("module", sorted(mutation.SCOPE))
 def test_every_function_of_the_scope_exists_and_only_the_others_are_marked(module):
     """A misspelt SCOPE entry would leave its function unmutated without a word."""
-    path = Path("src", *module.split(".")).with_suffix(".py")
-    if "pipelines" in module:
-        path = Path("pipelines", *path.parts[3:])
-    source, scope = (REPO / path).read_text(), mutation.SCOPE[module]
+    source, scope = repository_file(module).read_text(), mutation.SCOPE[module]
     functions = {}  # SCOPE's name -> the lines of the function's header
     for node in ast.parse(source).body:
         for inner in node.body if isinstance(node, ast.ClassDef) else [node]:

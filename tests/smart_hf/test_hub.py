@@ -265,14 +265,13 @@ def test_sample_grid_has_one_class_per_column(export):
         assert grid.size == (3 * 66 + 2, 2 * 66 + 2)
 
 
-@pytest.mark.parametrize("num_samples", [None, 1])
-def test_sample_grid_is_drawn_with_the_seed(generator_model, tmp_path, num_samples):
+@pytest.mark.parametrize(
+    "given, num_samples, seed", [({}, 16, 0), ({"num_samples": 1, "seed": 3}, 1, 3)], ids=["default", "one"]
+)
+def test_sample_grid_is_drawn_with_the_seed(generator_model, tmp_path, given, num_samples, seed):
     """By default 16 samples of seed 0; a single sample gets a grid too."""
-    given = {} if num_samples is None else {"num_samples": num_samples, "seed": 3}
     folder = hub.export_pipeline(generator_model, tmp_path / "export", **given)
-    expected = hub.sample_grid(
-        SmartOneStepPipeline(gan=generator_model), num_samples or 16, 3 if given else 0
-    )
+    expected = hub.sample_grid(SmartOneStepPipeline(gan=generator_model), num_samples, seed)
     with Image.open(folder / "samples.png") as grid:
         np.testing.assert_array_equal(np.asarray(grid), np.asarray(expected))
 
